@@ -1,0 +1,55 @@
+"""Operations every backend shares, written once on top of ``open_write`` / ``open_read`` / ``info``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import BinaryIO
+
+from lmforge_core.artifacts.base import CHUNK_SIZE, ArtifactInfo, VerifyingReader
+
+
+class StoreOperations:
+    """Mixin: byte and file helpers expressed through the backend's streaming primitives."""
+
+    def open_write(self, key: str) -> AbstractContextManager[BinaryIO]:
+        raise NotImplementedError
+
+    def open_read(self, key: str) -> AbstractContextManager[VerifyingReader]:
+        raise NotImplementedError
+
+    def info(self, key: str) -> ArtifactInfo:
+        raise NotImplementedError
+
+    def put_bytes(self, key: str, data: bytes) -> ArtifactInfo:
+        with self.open_write(key) as handle:
+            handle.write(data)
+        return self.info(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_read(key) as reader:
+            return reader.read()
+
+    def get_file(self, key: str, dest: Path) -> ArtifactInfo:
+        """Copy the object to ``dest`` (verified; ``dest`` appears only once complete and correct)."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, self.open_read(key) as reader:
+                while chunk := reader.read(CHUNK_SIZE):
+                    out.write(chunk)
+                reader.read()  # reaching the end triggers the sha256 check even for an empty object
+            os.replace(tmp_name, dest)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return self.info(key)
+
+    def put_file(self, key: str, path: Path) -> ArtifactInfo:
+        with Path(path).open("rb") as src, self.open_write(key) as handle:
+            shutil.copyfileobj(src, handle, CHUNK_SIZE)
+        return self.info(key)

@@ -1,0 +1,1 @@
+"""Typed configuration sections that the one Settings object is made of."""

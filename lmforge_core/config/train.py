@@ -1,0 +1,54 @@
+"""Settings section for model training (``LMFORGE_TRAIN__*``)."""
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class TrainConfig(BaseModel):
+    """Training defaults; every field has a default so nothing is required."""
+
+    network: str = Field("tiny", description="named model shape (model/configs.py)")
+    steps: int = Field(200, ge=1, description="optimizer steps in one run")
+    global_batch: int = Field(8, ge=1, description="sequences per optimizer step, over all processes")
+    micro_batch: int = Field(8, ge=1, description="sequences per process per forward/backward")
+    lr: float = Field(3e-4, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    warmup_steps: int = Field(20, ge=0, description="linear warmup of a run from scratch")
+    rewarm_steps: int = Field(20, ge=0, description="linear re-warming when continuing a trained model")
+    rewarm_lr_ratio: float = Field(0.5, gt=0, le=1, description="peak lr of a continued run, times lr")
+    restart_every: int | None = Field(None, ge=1, description="cosine restarts every N steps (None: one cycle)")
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    zero_stage: int = Field(0, ge=0, le=3)
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    seed: int = 1234
+    threads: int | None = Field(None, ge=1, description="torch threads per process (fixed for determinism)")
+    processes: int = Field(1, ge=1)
+    launcher: Literal["torchrun", "deepspeed"] = "torchrun"
+    replay_fraction: float = Field(0.25, ge=0, lt=1)
+    regularization: Literal["none", "l2", "ewc"] = "none"
+    reg_strength: float = Field(0.01, ge=0)
+    ewc_batches: int = Field(8, ge=1, description="batches of earlier data used to estimate the Fisher")
+    checkpoint_every: int = Field(50, ge=1)
+    keep_checkpoints: int = Field(3, ge=1)
+    spike_factor: float = Field(4.0, gt=1, description="a loss above factor x moving average is a spike")
+    spike_window: int = Field(20, ge=2)
+    rollback_after: int = Field(3, ge=1, description="consecutive spikes that trigger a rollback")
+    max_rollbacks: int = Field(3, ge=0)
+    metrics_flush_every: int = Field(10, ge=1, description="steps per batch of metrics written to the store")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    activation_checkpointing: bool = False
+    compile: bool = Field(False, description="torch.compile the transformer blocks")
+    peak_flops: float | None = Field(None, gt=0, description="MFU denominator; None: measured once and cached")
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> "TrainConfig":
+        if self.global_batch % self.micro_batch:
+            raise ValueError(f"global_batch {self.global_batch} is not a multiple of micro_batch {self.micro_batch}")
+        return self

@@ -1,0 +1,9 @@
+"""Metadata store: typed SQLAlchemy 2.0 ORM, repository functions, Alembic migrations.
+
+SQLite in the workspace by default; PostgreSQL through ``postgresql+psycopg://`` URLs.
+The rest of the project goes through :mod:`lmforge_core.metadata.repository`; no raw SQL elsewhere.
+"""
+
+from lmforge_core.metadata.store import MetadataStore, MetadataStoreError
+
+__all__ = ["MetadataStore", "MetadataStoreError"]

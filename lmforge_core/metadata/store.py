@@ -1,0 +1,131 @@
+"""Connection to the metadata database, transactions, and schema migrations (Alembic)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from lmforge_core.redact import mask_text, mask_url
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+CONNECT_TIMEOUT_S = 5
+
+
+class MetadataStoreError(Exception):
+    """The metadata database cannot be used; the message names the cause and what to do."""
+
+
+def _engine_for(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise MetadataStoreError(
+            f"LMFORGE_DATABASE_URL {mask_url(url)!r} is not a database URL; "
+            "use sqlite:///path.db or postgresql+psycopg://user@host:5432/db"
+        ) from exc
+    connect_args: dict[str, object] = {}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        connect_args["timeout"] = 30
+    elif parsed.get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    try:
+        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise MetadataStoreError(
+            f"no database driver for {mask_url(url)!r}: {exc}; use sqlite:/// or postgresql+psycopg://"
+        ) from exc
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+class MetadataStore:
+    """The metadata database. ``session()`` is one transaction: committed on exit, rolled back on error."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.display_url = mask_url(url)
+        self.engine = _engine_for(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _describe(self, exc: Exception) -> str:
+        detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
+        return mask_text(first_line)
+
+    def check(self) -> None:
+        """Connect once; raise :class:`MetadataStoreError` naming the cause when that fails."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise MetadataStoreError(
+                f"cannot connect to the metadata database {self.display_url}: {self._describe(exc)}; "
+                "check LMFORGE_DATABASE_URL and that the server is running"
+            ) from exc
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        return config
+
+    def current_revision(self) -> str | None:
+        self.check()
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    def upgrade(self, revision: str = "head") -> str | None:
+        """Apply migrations up to ``revision``; returns the revision in effect afterwards."""
+        self.check()
+        config = self._alembic_config()
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+        except SQLAlchemyError as exc:
+            raise MetadataStoreError(
+                f"migrating the metadata database {self.display_url} failed: {self._describe(exc)}"
+            ) from exc
+        return self.current_revision()
+
+    def ensure_schema(self) -> None:
+        """Apply pending migrations on first use (cheap when the schema is already current)."""
+        if self.current_revision() != self.head_revision():
+            self.upgrade()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()

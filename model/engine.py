@@ -1,0 +1,134 @@
+"""DeepSpeed engine setup: the generated DeepSpeed config, process group, optimizer and LR schedule."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmforge_core.config.train import TrainConfig
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def init_single_process() -> None:
+    """Make this process a world of one for DeepSpeed (in-line runs, tests, notebooks)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"})
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+
+
+def init_distributed() -> tuple[int, int]:
+    """Initialise the process group (gloo on CPU, nccl on GPU); returns (rank, world size)."""
+    import deepspeed
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def resolve_precision(requested: str) -> str:
+    """``auto`` is bf16 on a GPU that has it, fp16 on an older GPU, fp32 on CPU (no native bf16 there)."""
+    if requested != "auto":
+        if requested in ("bf16", "fp16") and not torch.cuda.is_available():
+            raise ValueError(f"precision {requested} needs a GPU; this CPU emulates it ~60x slower: use fp32")
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+def deepspeed_config(cfg: TrainConfig, world: int, precision: str, load_universal: bool = False) -> dict[str, Any]:
+    per_step = cfg.micro_batch * world
+    if cfg.global_batch % per_step:
+        raise ValueError(f"global_batch {cfg.global_batch} is not a multiple of micro_batch {cfg.micro_batch} "
+                         f"x {world} processes")
+    zero: dict[str, Any] = {"stage": cfg.zero_stage}
+    if cfg.offload_optimizer:
+        if cfg.zero_stage == 0:
+            raise ValueError("optimizer offload needs ZeRO stage 1 or higher")
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if cfg.offload_params:
+        if cfg.zero_stage != 3:
+            raise ValueError("parameter offload needs ZeRO stage 3")
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    adam: dict[str, Any] = {
+        "lr": cfg.lr, "betas": [cfg.beta1, cfg.beta2], "eps": cfg.eps, "weight_decay": cfg.weight_decay,
+        "torch_adam": True,
+    }
+    if precision == "fp32":
+        adam["fused"] = True  # torch's fused AdamW kernel (CPU and CUDA): one pass over all parameters
+    return {
+        "train_batch_size": cfg.global_batch,
+        "train_micro_batch_size_per_gpu": cfg.micro_batch,
+        "gradient_accumulation_steps": cfg.global_batch // per_step,
+        "gradient_clipping": cfg.grad_clip,
+        "optimizer": {"type": "AdamW", "params": adam},
+        "zero_optimization": zero,
+        "zero_force_ds_cpu_optimizer": False,
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "initial_scale_power": 16},
+        "checkpoint": {"load_universal": load_universal},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+
+
+def lr_multiplier(cfg: TrainConfig, continuing: bool) -> Callable[[int], float]:
+    """Linear warmup (re-warming to ``rewarm_lr_ratio * lr`` when continuing), then cosine decay to
+    ``min_lr_ratio * lr``, restarting every ``restart_every`` steps if set. Multiplies ``cfg.lr``."""
+    warm = cfg.rewarm_steps if continuing else cfg.warmup_steps
+    peak = cfg.rewarm_lr_ratio if continuing else 1.0
+
+    def multiplier(step: int) -> float:
+        if step < warm:
+            return peak * (step + 1) / warm
+        period = cfg.restart_every or max(1, cfg.steps - warm)
+        pos = (step - warm) % period if cfg.restart_every else min(step - warm, period)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * pos / period))
+        return peak * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
+
+    return multiplier
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay matrices, not norm gains (1-D tensors)."""
+    decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
+    other = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}]
+
+
+def create_engine(module: nn.Module, cfg: TrainConfig, world: int, continuing: bool,
+                  load_universal: bool = False) -> Any:
+    """A DeepSpeed engine over ``module`` with AdamW and the warmup-cosine schedule."""
+    import deepspeed
+
+    precision = resolve_precision(cfg.precision)
+    ds_config = deepspeed_config(cfg, world, precision, load_universal)
+    schedule = lr_multiplier(cfg, continuing)
+    engine, _, _, _ = deepspeed.initialize(
+        model=module,
+        model_parameters=param_groups(module, cfg.weight_decay),
+        config=ds_config,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
+    )
+    return engine

@@ -1,0 +1,204 @@
+"""The decoder-only transformer, readable top to bottom.
+
+Token embedding -> n x [RMSNorm -> causal self-attention (RoPE, optional grouped-query) -> residual,
+RMSNorm -> SwiGLU MLP -> residual] -> RMSNorm -> output head (optionally tied to the embedding).
+Tensor layout follows Hugging Face Llama (rotate-half rotary), so interop is a rename plus a split of
+the fused projections.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from model.configs import ModelConfig
+from model.losses import linear_cross_entropy
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of shape (length, head_dim), rotate-half layout (both halves share frequencies)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, D) by position; ``cos``/``sin`` are (T, D)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class LayerCache:
+    """Preallocated keys/values of one layer for incremental decoding."""
+
+    def __init__(self, batch: int, kv_heads: int, max_len: int, head_dim: int,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.k = torch.zeros(batch, kv_heads, max_len, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start + k.shape[2]
+        if end > self.k.shape[2]:
+            raise ValueError(f"KV cache holds {self.k.shape[2]} positions; asked to write up to {end}")
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class KVCache:
+    """One :class:`LayerCache` per layer; pass to :meth:`Transformer.forward` with ``start_pos``."""
+
+    def __init__(self, config: ModelConfig, batch: int, max_len: int | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        length = max_len or config.context
+        self.layers = [
+            LayerCache(batch, config.kv_heads, length, config.head_dim, torch.device(device), dtype)
+            for _ in range(config.n_layers)
+        ]
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
+        self.wqkv = nn.Linear(config.dim, (self.n_heads + 2 * self.kv_heads) * self.head_dim, bias=False)
+        self.wo = nn.Linear(config.dim, config.dim, bias=False)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: LayerCache | None = None, start_pos: int = 0) -> torch.Tensor:
+        b, t, _ = x.shape
+        q_size, kv_size = self.n_heads * self.head_dim, self.kv_heads * self.head_dim
+        q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
+        q = apply_rope(q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2), cos, sin)
+        k = apply_rope(k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
+        v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v, start_pos)
+        mask, causal = None, True
+        if k.shape[2] != t:  # decoding after a prefix: queries see the whole prefix
+            causal = False
+            if t > 1:
+                q_pos = torch.arange(t, device=x.device)[:, None] + start_pos
+                mask = q_pos >= torch.arange(k.shape[2], device=x.device)[None, :]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            enable_gqa=self.kv_heads != self.n_heads,
+        )
+        return self.resid_dropout(self.wo(y.transpose(1, 2).reshape(b, t, q_size)))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.hidden = config.hidden
+        self.w13 = nn.Linear(config.dim, 2 * config.hidden, bias=False)  # gate and up, fused
+        self.w2 = nn.Linear(config.hidden, config.dim, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.w13(x).split(self.hidden, dim=-1)
+        return self.dropout(self.w2(F.silu(gate) * up))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attn = Attention(config)
+        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp = SwiGLU(config)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                cache: LayerCache | None = None, start_pos: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start_pos)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class OutputHead(nn.Module):
+    """Final projection; with targets it returns the fused chunked cross-entropy instead of logits.
+
+    Being its own module matters under ZeRO-3: the weight is gathered around this module's forward.
+    """
+
+    def __init__(self, config: ModelConfig, tied: nn.Embedding | None) -> None:
+        super().__init__()
+        self.tied = [tied] if tied is not None else None  # a list keeps it out of the module tree
+        self.weight = None if tied is not None else nn.Parameter(torch.empty(config.vocab_size, config.dim))
+
+    def head_weight(self) -> torch.Tensor:
+        return self.tied[0].weight if self.tied else self.weight
+
+    def forward(self, h: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        if targets is None:
+            return F.linear(h, self.head_weight())
+        return linear_cross_entropy(h, self.head_weight(), targets)
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.output = OutputHead(config, self.tok_embeddings if config.tie_embeddings else None)
+        cos, sin = rope_tables(config.head_dim, config.context, config.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.config.init_std
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                nn.init.ones_(p)
+            elif name.endswith(("wo.weight", "w2.weight")):  # residual projections, GPT-2 scaling
+                nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.config.n_layers))
+            else:
+                nn.init.normal_(p, 0.0, std)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                cache: KVCache | None = None, start_pos: int = 0) -> torch.Tensor:
+        """Logits (B, T, V), or the mean loss when ``targets`` is given."""
+        t = idx.shape[1]
+        if start_pos + t > self.config.context:
+            raise ValueError(f"sequence end {start_pos + t} exceeds the context length {self.config.context}")
+        cos = self.rope_cos[start_pos : start_pos + t].to(self.tok_embeddings.weight.dtype)
+        sin = self.rope_sin[start_pos : start_pos + t].to(self.tok_embeddings.weight.dtype)
+        x = self.dropout(self.tok_embeddings(idx))
+        use_ckpt = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
+        for i, layer in enumerate(self.layers):
+            layer_cache = cache.layers[i] if cache is not None else None
+            if use_ckpt and cache is None:
+                x = checkpoint(layer, x, cos, sin, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, layer_cache, start_pos)
+        return self.output(self.norm(x), targets)
+
+
+def build_model(config: ModelConfig, device: torch.device | str = "cpu") -> Transformer:
+    """Instantiate on ``device`` (``"meta"`` allocates nothing: for counting large configs)."""
+    with torch.device(device):
+        return Transformer(config)

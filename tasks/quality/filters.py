@@ -1,0 +1,160 @@
+"""Heuristic document quality filters (Gopher / C4 style), each producing a score per document.
+
+`score_document` computes every score; `failed_filters` compares the scores with the thresholds of
+`FilterThresholds`. Scores are kept for every document (accepted or not) so the quality gate and a
+person reading the quarantine can see how close a document came to a bound.
+"""
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from lmforge_core.config.data import FilterThresholds
+
+_BULLETS = ("•", "‣", "◦", "▪", "·", "-", "*", "–")
+_ELLIPSES = ("...", "…")
+
+
+def _ngram_starts(ids: list[int], n: int) -> list[tuple[int, ...]]:
+    return list(zip(*(ids[i:] for i in range(n)), strict=False))
+
+
+def _covered_chars(dup_starts: np.ndarray, n: int, word_lengths: np.ndarray) -> int:
+    """Characters of the words covered by at least one of the n-grams starting at `dup_starts`."""
+    diff = np.zeros(len(word_lengths) + 1, dtype=np.int32)
+    np.add.at(diff, dup_starts, 1)
+    np.add.at(diff, dup_starts + n, -1)
+    covered = np.cumsum(diff[:-1]) > 0
+    return int(word_lengths[covered].sum())
+
+
+def repetition_scores(words: list[str], top_ns: list[int], dup_ns: list[int]) -> dict[str, float]:
+    """Gopher repetition scores over words.
+
+    top_<n>gram_fraction: characters of the most frequent n-gram (times its count) over all word characters.
+    dup_<n>gram_fraction: characters of words inside any n-gram that occurs more than once, over all
+    word characters (each word counted once).
+    """
+    scores: dict[str, float] = {}
+    vocab: dict[str, int] = {}
+    ids = [vocab.setdefault(w, len(vocab)) for w in words]
+    word_lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    total = int(word_lengths.sum()) or 1
+    for n in top_ns:
+        grams = _ngram_starts(ids, n)
+        if not grams:
+            scores[f"top_{n}gram_fraction"] = 0.0
+            continue
+        gram, count = Counter(grams).most_common(1)[0]
+        first = grams.index(gram)
+        chars = int(word_lengths[first : first + n].sum())
+        scores[f"top_{n}gram_fraction"] = (chars * count / total) if count > 1 else 0.0
+    no_dups = False
+    for n in sorted(dup_ns):
+        key = f"dup_{n}gram_fraction"
+        if no_dups:
+            # a repeated (n+1)-gram contains a repeated n-gram: none at n means none above.
+            scores[key] = 0.0
+            continue
+        grams = _ngram_starts(ids, n)
+        counts = Counter(grams)
+        if not grams or len(counts) == len(grams):
+            no_dups = True
+            scores[key] = 0.0
+            continue
+        starts = np.fromiter((i for i, g in enumerate(grams) if counts[g] > 1), dtype=np.int64)
+        scores[key] = _covered_chars(starts, n, word_lengths) / total
+    return scores
+
+
+def line_scores(text: str) -> dict[str, float]:
+    """Bullet, ellipsis and duplicate-line fractions over the non-empty lines."""
+    lines = [line.strip() for line in text.split("\n")]
+    lines = [line for line in lines if line]
+    if not lines:
+        return {
+            "bullet_line_fraction": 0.0,
+            "ellipsis_line_fraction": 0.0,
+            "dup_line_fraction": 0.0,
+            "dup_line_char_fraction": 0.0,
+        }
+    counts = Counter(lines)
+    dup_lines = sum(c - 1 for c in counts.values() if c > 1)
+    dup_chars = sum(len(line) * (c - 1) for line, c in counts.items() if c > 1)
+    total_chars = sum(len(line) for line in lines) or 1
+    return {
+        "bullet_line_fraction": sum(line.startswith(_BULLETS) for line in lines) / len(lines),
+        "ellipsis_line_fraction": sum(line.endswith(_ELLIPSES) for line in lines) / len(lines),
+        "dup_line_fraction": dup_lines / len(lines),
+        "dup_line_char_fraction": dup_chars / total_chars,
+    }
+
+
+def score_document(text: str, thresholds: FilterThresholds) -> dict[str, float]:
+    """Every filter score of one (cleaned) document."""
+    words = text.split()
+    n_words = len(words)
+    word_chars = sum(map(len, words))
+    non_space = len(text) - text.count(" ") - text.count("\n") - text.count("\t")
+    alnum = sum(1 for ch in text if ch.isalnum())
+    symbols = text.count("#") + text.count("...") + text.count("…")
+    scores: dict[str, float] = {
+        "word_count": float(n_words),
+        "mean_word_length": word_chars / n_words if n_words else 0.0,
+        "symbol_word_ratio": symbols / n_words if n_words else 0.0,
+        "non_alnum_fraction": (non_space - alnum) / non_space if non_space else 1.0,
+        "longest_word": float(max(map(len, words), default=0)),
+    }
+    scores.update(line_scores(text))
+    scores.update(
+        repetition_scores(
+            words,
+            sorted(thresholds.max_top_ngram_fraction),
+            sorted(thresholds.max_dup_ngram_fraction),
+        )
+    )
+    return scores
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One filter: its name, the score it reads and whether that score is within bounds."""
+
+    name: str
+    check: Callable[[dict[str, float]], bool]
+
+
+def bounds(t: FilterThresholds) -> list[Bound]:
+    """The filters in the order their failures are reported (the first failure names the rejection)."""
+    result = [
+        Bound("word_count", lambda s: t.min_words <= s["word_count"] <= t.max_words),
+        Bound(
+            "mean_word_length",
+            lambda s: t.min_mean_word_length <= s["mean_word_length"] <= t.max_mean_word_length,
+        ),
+        Bound("longest_word", lambda s: s["longest_word"] <= t.max_word_length),
+        Bound("symbol_word_ratio", lambda s: s["symbol_word_ratio"] <= t.max_symbol_word_ratio),
+        Bound("non_alnum_fraction", lambda s: s["non_alnum_fraction"] <= t.max_non_alnum_fraction),
+        Bound("bullet_line_fraction", lambda s: s["bullet_line_fraction"] <= t.max_bullet_line_fraction),
+        Bound(
+            "ellipsis_line_fraction", lambda s: s["ellipsis_line_fraction"] <= t.max_ellipsis_line_fraction
+        ),
+        Bound("dup_line_fraction", lambda s: s["dup_line_fraction"] <= t.max_dup_line_fraction),
+        Bound(
+            "dup_line_char_fraction", lambda s: s["dup_line_char_fraction"] <= t.max_dup_line_char_fraction
+        ),
+    ]
+    for n, limit in sorted(t.max_top_ngram_fraction.items()):
+        key = f"top_{n}gram_fraction"
+        result.append(Bound(key, lambda s, key=key, limit=limit: s[key] <= limit))
+    for n, limit in sorted(t.max_dup_ngram_fraction.items()):
+        key = f"dup_{n}gram_fraction"
+        result.append(Bound(key, lambda s, key=key, limit=limit: s[key] <= limit))
+    return result
+
+
+def failed_filters(scores: dict[str, float], checks: list[Bound]) -> list[str]:
+    """Names of the filters whose score is out of bounds, in report order."""
+    return [b.name for b in checks if not b.check(scores)]

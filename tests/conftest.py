@@ -1,0 +1,113 @@
+"""Shared fixtures: a real PostgreSQL database per session, a real S3 endpoint (moto's server), workspaces.
+
+PostgreSQL: 127.0.0.1:5432 (trust auth) on the development and CI machines. Where no server answers,
+PostgreSQL tests skip with that reason, except under CI=true, where a missing server fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+from moto.server import ThreadedMotoServer
+
+from lmforge_core.runtime import Runtime, open_runtime
+from lmforge_core.settings import Settings, load_settings
+
+PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database created for this test session and dropped after it."""
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL at 127.0.0.1:5432 is not answering ({str(exc).strip().splitlines()[0]})"
+        if IN_CI:
+            pytest.fail(f"{reason}; CI requires it (.ci/run starts it)")
+        pytest.skip(reason)
+    name = f"lmforge_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
+    """An empty database of its own for one test (schema tests need a blank slate)."""
+    name = f"lmforge_t_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class S3Endpoint:
+    url: str
+
+    def client(self):  # type: ignore[no-untyped-def]
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1")
+
+    def new_bucket(self) -> str:
+        name = f"lmf-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    """moto's standalone S3 server on a free loopback port; boto3 reaches it via AWS_ENDPOINT_URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                             "AWS_DEFAULT_REGION")}
+    os.environ.update(
+        AWS_ENDPOINT_URL=url,
+        AWS_ACCESS_KEY_ID="lmforge-test",
+        AWS_SECRET_ACCESS_KEY="lmforge-test-secret",  # noqa: S105 - moto accepts any key; not a credential
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    try:
+        yield S3Endpoint(url)
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Endpoint) -> str:
+    """A new empty bucket on the moto server."""
+    return s3_server.new_bucket()
+
+
+@pytest.fixture
+def workspace_settings(tmp_path: Path) -> Settings:
+    """Embedded-default settings (SQLite + local artifacts) in a temporary workspace."""
+    return load_settings(workspace=tmp_path / "ws")
+
+
+@pytest.fixture
+def runtime(workspace_settings: Settings) -> Iterator[Runtime]:
+    rt = open_runtime(workspace_settings)
+    yield rt
+    rt.metadata.dispose()

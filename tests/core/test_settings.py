@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from lmforge_core.redact import mask_text, mask_url
+from lmforge_core.settings import load_settings
+
+
+def test_embedded_defaults_live_in_the_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.workspace == tmp_path / ".lmforge"
+    assert settings.database_url == f"sqlite:///{tmp_path / '.lmforge' / 'metadata.db'}"
+    assert settings.artifact_uri == str(tmp_path / ".lmforge" / "artifacts")
+
+
+def test_environment_overrides_toml_and_toml_overrides_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lmforge.toml").write_text('model_name = "from-toml"\nartifact_uri = "s3://bucket-a/x"\n')
+    settings = load_settings()
+    assert (settings.model_name, settings.artifact_uri) == ("from-toml", "s3://bucket-a/x")
+    monkeypatch.setenv("LMFORGE_MODEL_NAME", "from-env")
+    assert load_settings().model_name == "from-env"
+    assert load_settings(model_name="explicit").model_name == "explicit"
+
+
+def test_missing_explicit_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.toml"):
+        load_settings(config_file=tmp_path / "nope.toml")
+
+
+def test_invalid_model_name_is_refused() -> None:
+    with pytest.raises(ValidationError, match="model_name"):
+        load_settings(model_name="../etc")
+
+
+def test_unknown_setting_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lmforge.toml").write_text('databse_url = "typo"\n')
+    with pytest.raises(ValidationError, match="databse_url"):
+        load_settings()
+
+
+def test_passwords_are_masked_everywhere() -> None:
+    settings = load_settings(database_url="postgresql+psycopg://alice:s3cr3t@db.example:5432/meta")
+    masked = settings.masked()
+    assert "s3cr3t" not in str(masked)
+    assert masked["database_url"] == "postgresql+psycopg://alice:***@db.example:5432/meta"
+    assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
+    assert "hunter2" not in mask_text('failed for "postgresql://bob:hunter2@h/db": refused')
