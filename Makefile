@@ -1,0 +1,53 @@
+# Two commands on a fresh machine: `make run` (set up + the main job) and `make test` (set up + all checks).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+# A CUDA GPU gets PyPI's default (CUDA) torch and the `gpu` extra; every other machine gets the CPU build
+# first, so nothing multi-GB is downloaded: from the local wheel folder when the machine has one, else from
+# PyTorch's CPU index.
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+ifeq ($(HAS_GPU),yes)
+TORCH_SPEC := torch==$(TORCH_VERSION)
+EXTRAS_GPU := ,gpu
+else ifneq ($(wildcard /opt/wheels/torch-$(TORCH_VERSION)+cpu-*.whl),)
+TORCH_SPEC := torch==$(TORCH_VERSION)
+else
+TORCH_SPEC := torch==$(TORCH_VERSION)+cpu --extra-index-url https://download.pytorch.org/whl/cpu
+endif
+
+.PHONY: run test lint setup-run setup-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.torch: | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	touch $@
+
+$(VENV)/.installed-run: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --quiet -e ".[triton$(EXTRAS_GPU)]"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.torch
+	$(BIN)/pip install --quiet -e ".[dev,triton$(EXTRAS_GPU)]"
+	touch $@ $(VENV)/.installed-run
+
+setup-run: $(VENV)/.installed-run
+setup-test: $(VENV)/.installed-test
+
+# The main job: every stage that exists so far, in order, on the embedded defaults and the sample data.
+run: setup-run
+	$(BIN)/lmforge init
+	$(BIN)/lmforge status
+
+lint: setup-test
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .lmforge .pytest_cache .ruff_cache
