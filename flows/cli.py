@@ -197,3 +197,7 @@ def _one_line(exc: Exception) -> str:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return f"invalid settings: {problems} (check LMFORGE_* variables and lmforge.toml)"
     return mask_text(str(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -48,7 +48,13 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 class S3ArtifactStore(StoreOperations):
-    def __init__(self, uri: str, client: Any | None = None, spool_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        client: Any | None = None,
+        spool_dir: Path | None = None,
+        multipart_threshold: int = MULTIPART_THRESHOLD,
+    ) -> None:
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.uri = uri.rstrip("/")
         self._client = client or boto3.client(
@@ -56,7 +62,9 @@ class S3ArtifactStore(StoreOperations):
         )
         self._spool_dir = spool_dir
         self._transfer = TransferConfig(
-            multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=CHUNK_SIZE * 2, use_threads=True
+            multipart_threshold=multipart_threshold,
+            multipart_chunksize=max(5 * 1024 * 1024, min(multipart_threshold, CHUNK_SIZE * 2)),
+            use_threads=True,
         )
 
     def _object_key(self, key: str) -> str:

@@ -67,9 +67,10 @@ class TokenizerConfig(BaseModel):
 
     vocab_size: int = 8192
     min_frequency: int = 2
-    bos_token: str = "<|bos|>"
-    eos_token: str = "<|eos|>"
-    pad_token: str = "<|pad|>"
+    # special tokens (strings of the vocabulary).
+    bos: str = "<|bos|>"
+    eos: str = "<|eos|>"
+    pad: str = "<|pad|>"
 
 
 class DataConfig(BaseModel):

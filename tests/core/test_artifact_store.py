@@ -188,3 +188,14 @@ def test_wrong_credentials_are_named(authenticating_s3: str, monkeypatch: pytest
     with pytest.raises(ArtifactStoreUnavailable, match="refused the credentials") as info:
         store.get_bytes("k")
     assert "wrong-secret" not in str(info.value) and "AWS access key" in str(info.value)
+
+
+def test_large_s3_objects_go_up_in_parts_and_verify(s3_bucket: str, tmp_path: Path) -> None:
+    store = S3ArtifactStore(f"s3://{s3_bucket}/p", multipart_threshold=5 * 1024 * 1024)
+    source = tmp_path / "shard.bin"
+    source.write_bytes(os.urandom(12 * 1024 * 1024))
+    info = store.put_file("datasets/ds/train-00000.bin", source)
+    head = store._client.head_object(Bucket=s3_bucket, Key="p/datasets/ds/train-00000.bin")
+    assert head["ETag"].strip('"').endswith("-3")  # three parts: a multipart upload, not one PUT
+    assert info.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert store.get_file("datasets/ds/train-00000.bin", tmp_path / "back.bin").sha256 == info.sha256
