@@ -1,4 +1,5 @@
 """dashboard: the Streamlit review app (data quality, training, evaluation, bias; approve/reject/roll back).
 
-Layer: faces. Reads and writes only through lmforge_core's repository functions; never raw SQL.
+Layer: faces. May import lmforge_core, tasks, serving and model; reads and writes the metadata only through
+lmforge_core's repository functions, never raw SQL.
 """

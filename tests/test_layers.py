@@ -1,0 +1,70 @@
+"""The layer rules of ARCHITECTURE.md, checked on the source: top may import lower, never the other way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT = {"lmforge_core", "model", "serving", "tasks", "flows", "dashboard"}
+ALLOWED = {
+    "lmforge_core": set(),
+    "model": {"lmforge_core"},
+    "serving": {"lmforge_core", "model"},
+    "tasks": {"lmforge_core", "model", "serving"},
+    "flows": {"lmforge_core", "model", "serving", "tasks", "flows"},
+    "dashboard": {"lmforge_core", "model", "serving", "tasks", "dashboard"},
+}
+NO_PREFECT = {"lmforge_core", "model", "serving"}
+
+
+def imported_top_level(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module" and node.args:
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                names.add(arg.value.split(".")[0])
+    return names
+
+
+def violations(package: str, files: list[Path]) -> list[str]:
+    found = []
+    for path in files:
+        imports = imported_top_level(path)
+        for name in sorted((imports & PROJECT) - ALLOWED[package] - {package}):
+            found.append(f"{path.relative_to(ROOT)} imports {name}")
+        if package in NO_PREFECT and "prefect" in imports:
+            found.append(f"{path.relative_to(ROOT)} imports prefect")
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_respects_its_layer(package: str) -> None:
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files, f"{package}/ has no Python files"
+    assert violations(package, files) == []
+
+
+def test_the_checker_catches_an_upward_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import prefect\nfrom tasks.ingest import x\n")
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        assert violations("model", [bad]) == ["bad.py imports tasks", "bad.py imports prefect"]
+    finally:
+        ROOT = saved
+
+
+def test_every_package_says_what_it_may_import() -> None:
+    for package in ALLOWED:
+        docstring = ast.get_docstring(ast.parse((ROOT / package / "__init__.py").read_text()))
+        assert docstring and "import" in docstring.lower(), f"{package}/__init__.py lacks its layer docstring"
