@@ -80,7 +80,7 @@ def s3_server() -> Iterator[S3Endpoint]:
     os.environ.update(
         AWS_ENDPOINT_URL=url,
         AWS_ACCESS_KEY_ID="lmforge-test",
-        AWS_SECRET_ACCESS_KEY="lmforge-test-secret",  # noqa: S105 - moto accepts any key; not a credential
+        AWS_SECRET_ACCESS_KEY="lmforge-test-secret",  # moto accepts any key; not a credential
         AWS_DEFAULT_REGION="us-east-1",
     )
     try:
