@@ -17,6 +17,10 @@ else
 TORCH_SPEC := torch==$(TORCH_VERSION)+cpu --extra-index-url https://download.pytorch.org/whl/cpu
 endif
 
+# checkov (Terraform security scanner) pins many libraries of its own, so it lives in a venv of its own.
+# Pinned because each release adds checks: an unpinned install could fail CI on an unchanged tree.
+CHECKOV_VERSION := 3.3.30
+
 .PHONY: run test lint setup-run setup-test clean
 
 $(BIN)/python:
@@ -36,7 +40,12 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.torch
 	touch $@ $(VENV)/.installed-run
 
 setup-run: $(VENV)/.installed-run
-setup-test: $(VENV)/.installed-test
+.venv-checkov/.installed: Makefile
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	touch $@
+
+setup-test: $(VENV)/.installed-test .venv-checkov/.installed
 
 # The main job: every stage that exists so far, in order, on the embedded defaults and the sample data.
 run: setup-run
@@ -50,4 +59,4 @@ test: lint
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .lmforge .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .lmforge .pytest_cache .ruff_cache

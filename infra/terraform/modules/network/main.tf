@@ -1,22 +1,13 @@
-data "aws_availability_zones" "available" {
-  state = "available"
-
-  filter {
-    name   = "opt-in-status"
-    values = ["opt-in-not-required"]
-  }
-}
-
 data "aws_region" "current" {}
 
 locals {
-  azs = slice(data.aws_availability_zones.available.names, 0, var.az_count)
+  azs = var.availability_zones
 
   # /16 -> private /19s (large: EKS pods take VPC addresses) and public /22s after them.
   private_cidrs = [for i, _ in local.azs : cidrsubnet(var.cidr_block, 3, i)]
   public_cidrs  = [for i, _ in local.azs : cidrsubnet(var.cidr_block, 6, 48 + i)]
 
-  nat_count = var.single_nat_gateway ? 1 : var.az_count
+  nat_count = var.single_nat_gateway ? 1 : length(local.azs)
 }
 
 resource "aws_vpc" "this" {
@@ -34,7 +25,7 @@ resource "aws_default_security_group" "this" {
 }
 
 resource "aws_subnet" "public" {
-  count = var.az_count
+  count = length(local.azs)
 
   vpc_id                  = aws_vpc.this.id
   cidr_block              = local.public_cidrs[count.index]
@@ -48,7 +39,7 @@ resource "aws_subnet" "public" {
 }
 
 resource "aws_subnet" "private" {
-  count = var.az_count
+  count = length(local.azs)
 
   vpc_id            = aws_vpc.this.id
   cidr_block        = local.private_cidrs[count.index]
@@ -94,21 +85,21 @@ resource "aws_route" "public_internet" {
 }
 
 resource "aws_route_table_association" "public" {
-  count = var.az_count
+  count = length(local.azs)
 
   subnet_id      = aws_subnet.public[count.index].id
   route_table_id = aws_route_table.public.id
 }
 
 resource "aws_route_table" "private" {
-  count = var.az_count
+  count = length(local.azs)
 
   vpc_id = aws_vpc.this.id
   tags   = merge(var.tags, { Name = "${var.name}-private-${local.azs[count.index]}" })
 }
 
 resource "aws_route" "private_nat" {
-  count = var.az_count
+  count = length(local.azs)
 
   route_table_id         = aws_route_table.private[count.index].id
   destination_cidr_block = "0.0.0.0/0"
@@ -116,7 +107,7 @@ resource "aws_route" "private_nat" {
 }
 
 resource "aws_route_table_association" "private" {
-  count = var.az_count
+  count = length(local.azs)
 
   subnet_id      = aws_subnet.private[count.index].id
   route_table_id = aws_route_table.private[count.index].id

@@ -19,14 +19,13 @@ variable "cidr_block" {
   }
 }
 
-variable "az_count" {
-  type        = number
-  description = "How many availability zones to spread subnets over (EKS and multi-AZ RDS need at least 2)."
-  default     = 3
+variable "availability_zones" {
+  type        = list(string)
+  description = "Availability zones to spread subnets over, named explicitly so the layout never changes when AWS adds a zone (EKS and multi-AZ RDS need at least 2)."
 
   validation {
-    condition     = var.az_count >= 2 && var.az_count <= 4
-    error_message = "az_count must be between 2 and 4."
+    condition     = length(var.availability_zones) >= 2 && length(var.availability_zones) <= 4 && length(distinct(var.availability_zones)) == length(var.availability_zones)
+    error_message = "availability_zones must list 2 to 4 distinct zones."
   }
 }
 

@@ -1,0 +1,179 @@
+# lmforge, prod: three zones with a NAT gateway each, a multi-AZ database with 30 days of
+# backups, larger CPU and GPU node groups, Triton on GPUs with two replicas.
+
+locals {
+  name = "lmforge-prod"
+  tags = {
+    Project     = "lmforge"
+    Environment = "prod"
+    ManagedBy   = "terraform"
+  }
+
+  artifact_uri         = "s3://${module.storage.artifacts_bucket}/lmforge"
+  model_repository_uri = "s3://${module.storage.model_repository_bucket}/models"
+  lmforge_image        = "${module.storage.app_repository_url}:${var.lmforge_image_tag}"
+}
+
+module "network" {
+  source = "../../modules/network"
+
+  name               = local.name
+  cluster_name       = local.name
+  availability_zones = var.availability_zones
+  single_nat_gateway = false
+}
+
+module "storage" {
+  source = "../../modules/storage"
+
+  name                              = local.name
+  noncurrent_version_retention_days = 30
+}
+
+module "cluster" {
+  source = "../../modules/cluster"
+
+  name               = local.name
+  vpc_id             = module.network.vpc_id
+  private_subnet_ids = module.network.private_subnet_ids
+  admin_role_arns    = var.admin_role_arns
+
+  # Private unless admin networks are listed (e.g. for the first apply, before a runner exists in
+  # the VPC); see ../../README.md.
+  endpoint_public_access   = length(var.cluster_admin_cidrs) > 0
+  public_access_cidrs      = var.cluster_admin_cidrs
+  private_api_access_cidrs = concat([module.network.vpc_cidr_block], var.private_api_access_cidrs)
+
+  cpu_node_group = {
+    instance_types = ["m6i.2xlarge"]
+    min_size       = 3
+    desired_size   = 3
+    max_size       = 6
+    disk_size_gb   = 100
+  }
+  gpu_node_group = {
+    instance_types = ["g5.12xlarge"]
+    min_size       = 1
+    desired_size   = 1
+    max_size       = 3
+    disk_size_gb   = 300
+  }
+
+}
+
+module "database" {
+  source = "../../modules/database"
+
+  name                       = local.name
+  vpc_id                     = module.network.vpc_id
+  private_subnet_ids         = module.network.private_subnet_ids
+  allowed_security_group_ids = [module.cluster.security_group_id]
+  instance_class             = "db.r7g.large"
+  allocated_storage_gb       = 100
+  max_allocated_storage_gb   = 1000
+  multi_az                   = true
+  backup_retention_days      = 30
+}
+
+module "iam" {
+  source = "../../modules/iam"
+
+  name                        = local.name
+  cluster_name                = module.cluster.name
+  vpc_id                      = module.network.vpc_id
+  oidc_provider_arn           = module.cluster.oidc_provider_arn
+  oidc_issuer                 = module.cluster.oidc_issuer
+  raw_data_bucket_arn         = module.storage.raw_data_bucket_arn
+  artifacts_bucket_arn        = module.storage.artifacts_bucket_arn
+  model_repository_bucket_arn = module.storage.model_repository_bucket_arn
+  storage_kms_key_arn         = module.storage.kms_key_arn
+  database_secret_arn         = module.database.master_user_secret_arn
+  database_kms_key_arn        = module.database.kms_key_arn
+}
+
+# --- Kubernetes stage (second apply, see ../../README.md) ---------------------------------------
+
+module "addons" {
+  source = "../../modules/addons"
+
+  cluster_name       = module.cluster.name
+  kubernetes_version = module.cluster.kubernetes_version
+  region             = var.region
+  vpc_id             = module.network.vpc_id
+  service_accounts   = module.iam.service_accounts
+}
+
+module "monitoring" {
+  source = "../../modules/monitoring"
+
+  service_account         = module.iam.service_accounts["database-reader-monitoring"]
+  region                  = var.region
+  prometheus_storage_size = "100Gi"
+  prometheus_retention    = "30d"
+  database = {
+    address    = module.database.address
+    port       = module.database.port
+    name       = module.database.database_name
+    username   = module.database.username
+    secret_arn = module.database.master_user_secret_arn
+  }
+
+  depends_on = [module.addons]
+}
+
+module "serving" {
+  source = "../../modules/serving"
+
+  service_account      = module.iam.service_accounts["triton"]
+  region               = var.region
+  model_repository_uri = local.model_repository_uri
+  gpu                  = true
+  replicas             = 2
+
+  # Installed after the monitoring CRDs so its ServiceMonitor is created.
+  depends_on = [module.monitoring]
+}
+
+module "orchestration" {
+  source = "../../modules/orchestration"
+
+  service_accounts = module.iam.service_accounts
+  region           = var.region
+  artifact_uri     = local.artifact_uri
+  triton_url       = module.serving.http_url
+  lmforge_image    = local.lmforge_image
+  database = {
+    address    = module.database.address
+    port       = module.database.port
+    name       = module.database.database_name
+    username   = module.database.username
+    url        = module.database.database_url
+    secret_arn = module.database.master_user_secret_arn
+  }
+  gpu_job = {
+    gpus   = 4
+    cpu    = "36"
+    memory = "150Gi"
+  }
+
+  depends_on = [module.addons]
+}
+
+module "dashboard" {
+  source = "../../modules/dashboard"
+
+  name            = local.name
+  service_account = module.iam.service_accounts["database-reader-dashboard"]
+  region          = var.region
+  lmforge_image   = local.lmforge_image
+  hostname        = var.dashboard_hostname
+  route53_zone_id = var.route53_zone_id
+  allowed_cidrs   = var.dashboard_allowed_cidrs
+  replicas        = 2
+  database = {
+    url        = module.database.database_url
+    secret_arn = module.database.master_user_secret_arn
+  }
+
+  depends_on = [module.addons]
+}
