@@ -36,7 +36,10 @@ class DedupIndex:
         self.threshold = threshold
         self.bands, self.rows = optimal_bands(threshold, num_perm)
         self._exact: dict[bytes, int] = {}
-        self._band_tables: list[dict[bytes, list[int]]] = [{} for _ in range(self.bands)]
+        # band key (Python hash of the band's bytes; the tables are rebuilt in every process) -> entry
+        # index, or a list of indexes once several entries share the band. Colliding keys only add
+        # candidates, which are verified against the signatures.
+        self._band_tables: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
         self._sigs = np.zeros((1024, num_perm), dtype=np.uint32)
         self._exact_keys: list[bytes] = []
         self._doc_ids: list[str] = []
@@ -45,9 +48,9 @@ class DedupIndex:
     def __len__(self) -> int:
         return len(self._doc_ids)
 
-    def _band_keys(self, sig: np.ndarray) -> list[bytes]:
+    def _band_keys(self, sig: np.ndarray) -> list[int]:
         r = self.rows
-        return [sig[i * r : (i + 1) * r].tobytes() for i in range(self.bands)]
+        return [hash(sig[i * r : (i + 1) * r].tobytes()) for i in range(self.bands)]
 
     def check(self, exact_key: bytes, sig: np.ndarray) -> DedupDecision:
         """Is this document a duplicate of an entry already in the index?"""
@@ -57,7 +60,9 @@ class DedupIndex:
         candidates: set[int] = set()
         for table, key in zip(self._band_tables, self._band_keys(sig), strict=True):
             found = table.get(key)
-            if found:
+            if isinstance(found, int):
+                candidates.add(found)
+            elif found:
                 candidates.update(found)
         best, best_sim = -1, 0.0
         for idx in candidates:
@@ -78,7 +83,13 @@ class DedupIndex:
         self._sigs[idx] = sig
         self._exact.setdefault(exact_key, idx)
         for table, key in zip(self._band_tables, self._band_keys(sig), strict=True):
-            table.setdefault(key, []).append(idx)
+            found = table.get(key)
+            if found is None:
+                table[key] = idx
+            elif isinstance(found, int):
+                table[key] = [found, idx]
+            else:
+                found.append(idx)
         self._exact_keys.append(exact_key)
         self._doc_ids.append(doc_id)
 

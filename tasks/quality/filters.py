@@ -5,6 +5,7 @@
 person reading the quarantine can see how close a document came to a bound.
 """
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,12 +14,21 @@ import numpy as np
 
 from lmforge_core.config.data import FilterThresholds
 
-_BULLETS = ("•", "‣", "◦", "▪", "·", "-", "*", "–")
+_BULLETS = ("•", "‣", "◦", "▪", "·", "-", "*", "\u2013")
 _ELLIPSES = ("...", "…")
 
 
-def _ngram_starts(ids: list[int], n: int) -> list[tuple[int, ...]]:
-    return list(zip(*(ids[i:] for i in range(n)), strict=False))
+_P = np.uint64(0x100000001B3)
+_NON_ALNUM = re.compile(r"[^\w\s]|_")
+
+
+def _ngram_keys(ids: np.ndarray, n: int) -> np.ndarray:
+    """One 64-bit key per n-gram start (polynomial hash of the word ids; collisions are negligible)."""
+    count = len(ids) - n + 1
+    keys = ids[:count].copy()
+    for k in range(1, n):
+        keys = keys * _P + ids[k : k + count]
+    return keys
 
 
 def _covered_chars(dup_starts: np.ndarray, n: int, word_lengths: np.ndarray) -> int:
@@ -39,33 +49,33 @@ def repetition_scores(words: list[str], top_ns: list[int], dup_ns: list[int]) ->
     """
     scores: dict[str, float] = {}
     vocab: dict[str, int] = {}
-    ids = [vocab.setdefault(w, len(vocab)) for w in words]
-    word_lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    ids = np.array([vocab.setdefault(w, len(vocab)) for w in words], dtype=np.uint64)
+    word_lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
     total = int(word_lengths.sum()) or 1
     for n in top_ns:
-        grams = _ngram_starts(ids, n)
-        if not grams:
-            scores[f"top_{n}gram_fraction"] = 0.0
+        key = f"top_{n}gram_fraction"
+        if len(ids) < n:
+            scores[key] = 0.0
             continue
-        gram, count = Counter(grams).most_common(1)[0]
-        first = grams.index(gram)
-        chars = int(word_lengths[first : first + n].sum())
-        scores[f"top_{n}gram_fraction"] = (chars * count / total) if count > 1 else 0.0
+        _, first, counts = np.unique(_ngram_keys(ids, n), return_index=True, return_counts=True)
+        best = int(np.argmax(counts))
+        count = int(counts[best])
+        chars = int(word_lengths[first[best] : first[best] + n].sum())
+        scores[key] = chars * count / total if count > 1 else 0.0
     no_dups = False
     for n in sorted(dup_ns):
         key = f"dup_{n}gram_fraction"
-        if no_dups:
+        if no_dups or len(ids) < n:
             # a repeated (n+1)-gram contains a repeated n-gram: none at n means none above.
             scores[key] = 0.0
             continue
-        grams = _ngram_starts(ids, n)
-        counts = Counter(grams)
-        if not grams or len(counts) == len(grams):
+        _, inverse, counts = np.unique(_ngram_keys(ids, n), return_inverse=True, return_counts=True)
+        repeated = counts[inverse] > 1
+        if not repeated.any():
             no_dups = True
             scores[key] = 0.0
             continue
-        starts = np.fromiter((i for i, g in enumerate(grams) if counts[g] > 1), dtype=np.int64)
-        scores[key] = _covered_chars(starts, n, word_lengths) / total
+        scores[key] = _covered_chars(np.flatnonzero(repeated), n, word_lengths) / total
     return scores
 
 
@@ -98,13 +108,13 @@ def score_document(text: str, thresholds: FilterThresholds) -> dict[str, float]:
     n_words = len(words)
     word_chars = sum(map(len, words))
     non_space = len(text) - text.count(" ") - text.count("\n") - text.count("\t")
-    alnum = sum(1 for ch in text if ch.isalnum())
+    non_alnum = len(_NON_ALNUM.findall(text))
     symbols = text.count("#") + text.count("...") + text.count("…")
     scores: dict[str, float] = {
         "word_count": float(n_words),
         "mean_word_length": word_chars / n_words if n_words else 0.0,
         "symbol_word_ratio": symbols / n_words if n_words else 0.0,
-        "non_alnum_fraction": (non_space - alnum) / non_space if non_space else 1.0,
+        "non_alnum_fraction": non_alnum / non_space if non_space else 1.0,
         "longest_word": float(max(map(len, words), default=0)),
     }
     scores.update(line_scores(text))
@@ -138,13 +148,9 @@ def bounds(t: FilterThresholds) -> list[Bound]:
         Bound("symbol_word_ratio", lambda s: s["symbol_word_ratio"] <= t.max_symbol_word_ratio),
         Bound("non_alnum_fraction", lambda s: s["non_alnum_fraction"] <= t.max_non_alnum_fraction),
         Bound("bullet_line_fraction", lambda s: s["bullet_line_fraction"] <= t.max_bullet_line_fraction),
-        Bound(
-            "ellipsis_line_fraction", lambda s: s["ellipsis_line_fraction"] <= t.max_ellipsis_line_fraction
-        ),
+        Bound("ellipsis_line_fraction", lambda s: s["ellipsis_line_fraction"] <= t.max_ellipsis_line_fraction),
         Bound("dup_line_fraction", lambda s: s["dup_line_fraction"] <= t.max_dup_line_fraction),
-        Bound(
-            "dup_line_char_fraction", lambda s: s["dup_line_char_fraction"] <= t.max_dup_line_char_fraction
-        ),
+        Bound("dup_line_char_fraction", lambda s: s["dup_line_char_fraction"] <= t.max_dup_line_char_fraction),
     ]
     for n, limit in sorted(t.max_top_ngram_fraction.items()):
         key = f"top_{n}gram_fraction"

@@ -1,0 +1,5 @@
+"""Dataset stage: tokenize accepted documents, pack them into fixed-length windows and write an
+immutable tokenized dataset version (``lmforge.tokens.v1``: .bin shards + manifest).
+
+May import: lmforge_core, tasks.tokenizer. Never flows/.
+"""

@@ -1,0 +1,95 @@
+"""Byte-level BPE tokenizer: training, versioned storage, loading.
+
+Special tokens come first in the vocabulary (BOS, EOS, PAD = ids 0, 1, 2 with the default config).
+A tokenizer version is stored as ``tokenizers/<version>/tokenizer.json`` and recorded in the
+metadata store; `current_tokenizer` returns the newest recorded one, so later runs reuse it and a
+new one is trained only on explicit request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from lmforge_core.artifacts import ArtifactStore
+from lmforge_core.config.data import TokenizerConfig
+
+
+@dataclass
+class TokenizerRef:
+    """A tokenizer version and the facts the dataset manifest records about it."""
+
+    version: str
+    key: str
+    sha256: str
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+    pad_id: int
+    tokenizer: Tokenizer
+    record_id: int | None = None
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "key": self.key,
+            "sha256": self.sha256,
+            "vocab_size": self.vocab_size,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+            "pad_id": self.pad_id,
+        }
+
+
+def tokenizer_key(version: str) -> str:
+    return f"tokenizers/{version}/tokenizer.json"
+
+
+def train_bpe(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
+    """Train a byte-level BPE with the configured vocabulary size and special tokens."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        min_frequency=cfg.min_frequency,
+        special_tokens=[cfg.bos, cfg.eos, cfg.pad],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def make_ref(tokenizer: Tokenizer, version: str, cfg: TokenizerConfig, record_id: int | None = None) -> TokenizerRef:
+    data = tokenizer.to_str().encode()
+    ids = {name: tokenizer.token_to_id(tok) for name, tok in (("bos", cfg.bos), ("eos", cfg.eos), ("pad", cfg.pad))}
+    missing = [name for name, i in ids.items() if i is None]
+    if missing:
+        raise ValueError(f"tokenizer {version} lacks the special tokens {missing}; train a new one")
+    return TokenizerRef(
+        version=version,
+        key=tokenizer_key(version),
+        sha256=hashlib.sha256(data).hexdigest(),
+        vocab_size=tokenizer.get_vocab_size(),
+        bos_id=ids["bos"],
+        eos_id=ids["eos"],
+        pad_id=ids["pad"],
+        tokenizer=tokenizer,
+        record_id=record_id,
+    )
+
+
+def store_tokenizer(artifacts: ArtifactStore, ref: TokenizerRef) -> None:
+    artifacts.put_bytes(ref.key, ref.tokenizer.to_str().encode())
+
+
+def load_tokenizer(artifacts: ArtifactStore, version: str, key: str, cfg: TokenizerConfig,
+                   record_id: int | None = None) -> TokenizerRef:
+    """Load a stored tokenizer (the store verifies its sha256)."""
+    tokenizer = Tokenizer.from_str(artifacts.get_bytes(key).decode())
+    return make_ref(tokenizer, version, cfg, record_id)

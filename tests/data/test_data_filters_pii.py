@@ -1,0 +1,113 @@
+"""Cleaning, each heuristic filter, and each PII pattern on hand-made examples."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmforge_core.config.data import FilterThresholds
+from tasks.quality.cleaning import clean_text, dedup_normal_form
+from tasks.quality.filters import bounds, failed_filters, score_document
+from tasks.quality.pii import luhn_valid, redact_pii
+
+T = FilterThresholds()
+CHECKS = bounds(T)
+
+
+def failures(text: str) -> list[str]:
+    return failed_filters(score_document(clean_text(text), T), CHECKS)
+
+
+def test_cleaning_normalizes_unicode_controls_and_whitespace() -> None:
+    raw = "Cafe\u0301 menu\x00\x07\r\nline two \u00a0with\u200b nbsp   \n\n\n\n\nend\t \n"
+    assert clean_text(raw) == "Café menu\nline two  with nbsp\n\nend"
+    assert dedup_normal_form("  Hello\n\tWORLD  ") == "hello world"
+
+
+def test_good_prose_passes_every_filter_and_records_every_score(make_prose) -> None:
+    text = make_prose(1, 150)
+    scores = score_document(text, T)
+    assert failures(text) == []
+    expected = {"word_count", "mean_word_length", "symbol_word_ratio", "non_alnum_fraction", "longest_word",
+                "bullet_line_fraction", "ellipsis_line_fraction", "dup_line_fraction", "dup_line_char_fraction"}
+    expected |= {f"top_{n}gram_fraction" for n in (2, 3, 4)} | {f"dup_{n}gram_fraction" for n in range(5, 11)}
+    assert expected <= scores.keys()
+    assert scores["word_count"] >= 150
+
+
+@pytest.mark.parametrize(
+    ("name", "build"),
+    [
+        ("word_count", lambda p: "Too short to be a document."),
+        ("mean_word_length", lambda p: " ".join(["a b c d e f g h i j"] * 10)),
+        ("longest_word", lambda p: p + " " + "x" * 1200),
+        ("symbol_word_ratio", lambda p: p.replace(".", " ### ...")),
+        ("non_alnum_fraction", lambda p: p.replace(" ", " %%==>> ")),
+        ("bullet_line_fraction", lambda p: "\n".join("• " + s for s in p.replace("\n\n", " ").split(". "))),
+        ("ellipsis_line_fraction", lambda p: "\n".join(s + " ..." for s in p.split(". "))),
+        ("dup_line_fraction", lambda p: p + "\n" + "\n".join(["same line again"] * 40)),
+        ("top_2gram_fraction", lambda p: p + " " + " ".join(["alpha beta"] * 60)),
+        ("dup_5gram_fraction", lambda p: p + "\n\n" + p),
+    ],
+)
+def test_each_filter_rejects_text_built_to_fail_it(name: str, build, make_prose) -> None:
+    text = build(make_prose(2, 150))
+    assert name in failures(text)
+
+
+def test_filter_bounds_come_from_the_config(make_prose) -> None:
+    text = make_prose(3, 150)
+    strict = FilterThresholds(min_words=10_000)
+    assert failed_filters(score_document(text, strict), bounds(strict)) == ["word_count"]
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "placeholder"),
+    [
+        ("write to jane.doe+news@example.co.uk today", "email", "<EMAIL>"),
+        ("call +1 (555) 123-4567 now", "phone", "<PHONE>"),
+        ("call 555-123-4567 now", "phone", "<PHONE>"),
+        ("call +44 20 7946 0958 now", "phone", "<PHONE>"),
+        ("host 192.168.10.254 is up", "ipv4", "<IP_ADDRESS>"),
+        ("host 2001:db8::8a2e:370:7334 is up", "ipv6", "<IP_ADDRESS>"),
+        ("mapped ::ffff:192.0.2.1 too", "ipv6", "<IP_ADDRESS>"),
+        ("card 4111 1111 1111 1111 charged", "credit_card", "<CREDIT_CARD>"),
+        ("card 5500-0000-0000-0004 charged", "credit_card", "<CREDIT_CARD>"),
+        ("amex 378282246310005 charged", "credit_card", "<CREDIT_CARD>"),
+    ],
+)
+def test_pii_is_redacted_and_counted(text: str, kind: str, placeholder: str) -> None:
+    redacted, counts = redact_pii(text)
+    assert placeholder in redacted
+    assert counts[kind] == 1
+    assert sum(counts.values()) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4111 1111 1111 1112 fails the Luhn check",
+        "Python 3.11.7 was released on 2024-01-15 at 12:30:45",
+        "version 1.2.3 and ratio 3.14159 and 1234567890123 items",
+        "std::vector<int> and a::b in C++, dict['x'] in Python",
+        "the MAC address 00:1A:2B:3C:4D:5E is not an IP address",
+        "999.1.1.1 is not an address and neither is 1.2.3.4.5",
+        "use @decorator syntax; user@localhost has no domain",
+        "ISBN 978-3-16-148410-0 and order number 20240115",
+    ],
+)
+def test_text_that_must_not_be_redacted_is_left_alone(text: str) -> None:
+    redacted, counts = redact_pii(text)
+    assert redacted == text
+    assert sum(counts.values()) == 0
+
+
+def test_luhn() -> None:
+    assert luhn_valid("4111111111111111")
+    assert not luhn_valid("4111111111111112")
+
+
+def test_several_kinds_in_one_text_are_counted_separately() -> None:
+    text = "a@b.io, c@d.org, 10.0.0.1, +1 415 555 2671 and 4111111111111111"
+    redacted, counts = redact_pii(text)
+    assert counts == {"email": 2, "credit_card": 1, "ipv6": 0, "ipv4": 1, "phone": 1}
+    assert "@" not in redacted and "10.0.0.1" not in redacted
