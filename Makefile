@@ -21,7 +21,11 @@ endif
 # Pinned because each release adds checks: an unpinned install could fail CI on an unchanged tree.
 CHECKOV_VERSION := 3.3.30
 
-.PHONY: run test lint setup-run setup-test clean
+# The data benchmark's peer (datatrove) needs numpy 2, which the project's venv must not have
+# (Triton python backend), so it gets a venv of its own; versions measured in the benchmark note.
+BENCH_PEERS := datatrove==0.10.1 orjson==3.13.0 spacy==3.8.18
+
+.PHONY: run test lint setup-run setup-test clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +54,8 @@ setup-test: $(VENV)/.installed-test .venv-checkov/.installed
 # The main job: every stage that exists so far, in order, on the embedded defaults and the sample data.
 run: setup-run
 	$(BIN)/lmforge init
+	$(BIN)/lmforge ingest
+	$(BIN)/lmforge datasets
 	$(BIN)/lmforge status
 
 lint: setup-test
@@ -58,5 +64,15 @@ lint: setup-test
 test: lint
 	$(BIN)/pytest
 
+.venv-bench/.installed: Makefile
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet $(BENCH_PEERS)
+	touch $@
+
+# Speed against the named peers; never part of `make test`.
+bench: setup-test .venv-bench/.installed
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_train.py
+
 clean:
-	rm -rf $(VENV) .venv-checkov .lmforge .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-checkov .venv-bench .lmforge .pytest_cache .ruff_cache
