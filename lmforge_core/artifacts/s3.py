@@ -81,9 +81,7 @@ class S3ArtifactStore(StoreOperations):
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code == "NoSuchBucket":
-                return ArtifactStoreUnavailable(
-                    f"bucket {self.bucket!r} does not exist; create it or fix LMFORGE_ARTIFACT_URI"
-                )
+                return self._missing_bucket()
             if code in _MISSING:
                 return ArtifactNotFound(f"no artifact {key!r} in {self.uri}")
             if code in _AUTH:
@@ -127,22 +125,12 @@ class S3ArtifactStore(StoreOperations):
             head = self._client.head_object(Bucket=self.bucket, Key=self._object_key(key))
         except (ClientError, BotoCoreError) as exc:
             if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _MISSING:
-                self._raise_if_bucket_missing()
+                self.check()  # a missing bucket is the more useful thing to report than a missing key
             raise self._error(exc, key) from exc
         sha256 = head.get("Metadata", {}).get("sha256")
         if not sha256:
             raise ArtifactError(f"artifact {key!r} in {self.uri} has no recorded sha256; it was not written by lmforge")
         return ArtifactInfo(key=key, size=int(head["ContentLength"]), sha256=sha256)
-
-    def _raise_if_bucket_missing(self) -> None:
-        try:
-            self._client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchBucket"):
-                raise ArtifactStoreUnavailable(
-                    f"bucket {self.bucket!r} does not exist; create it or fix LMFORGE_ARTIFACT_URI"
-                ) from exc
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[VerifyingReader]:
@@ -191,12 +179,13 @@ class S3ArtifactStore(StoreOperations):
             self._client.head_bucket(Bucket=self.bucket)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("404", "NoSuchBucket"):
-                raise ArtifactStoreUnavailable(
-                    f"bucket {self.bucket!r} does not exist; create it or fix LMFORGE_ARTIFACT_URI"
-                ) from exc
-            raise self._error(exc) from exc
+            raise (self._missing_bucket() if code in ("404", "NoSuchBucket") else self._error(exc)) from exc
         except BotoCoreError as exc:
             raise self._error(exc) from exc
+
+    def _missing_bucket(self) -> ArtifactStoreUnavailable:
+        return ArtifactStoreUnavailable(
+            f"bucket {self.bucket!r} does not exist; create it or fix LMFORGE_ARTIFACT_URI"
+        )
 
 
