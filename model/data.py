@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.losses import IGNORE_INDEX
+
 TOKENS_FORMAT = "lmforge.tokens.v1"
 NEW, REPLAY = 0, 1
 
@@ -58,7 +60,10 @@ class TokenWindows:
                 self.arrays.append(arr)
                 counts.append(arr.shape[0])
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self.vocab_size = int(manifest.get("tokenizer", {}).get("vocab_size", 0))
+        tokenizer = manifest.get("tokenizer", {})
+        self.vocab_size = int(tokenizer.get("vocab_size", 0))
+        self.tokenizer_version = tokenizer.get("version")
+        self.pad_id: int | None = tokenizer.get("pad_id")
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -125,6 +130,12 @@ class DataMix:
         windows = {s.window for s in sources}
         if len(windows) != 1:
             raise DataError(f"datasets have different window lengths {sorted(windows)}; cannot mix them")
+        tokenizers = {s.tokenizer_version for s in sources}
+        if len(tokenizers) != 1:
+            raise DataError(
+                f"datasets {[s.dataset_version for s in sources]} use different tokenizers {sorted(map(str, tokenizers))};"
+                " their token ids mean different things, so they cannot be mixed"
+            )
         plan = build_plan(n_samples, len(sources[0]), [len(s) for s in sources[1:]], replay_fraction, seed)
         return cls(sources, plan)
 
@@ -170,4 +181,8 @@ class DataMix:
         """
         start = data_step * global_batch + (micro * world + rank) * micro_batch
         windows = torch.from_numpy(self.samples(start, micro_batch))
-        return windows[:, :-1], windows[:, 1:]
+        targets = windows[:, 1:].clone()
+        pad_id = self.sources[0].pad_id
+        if pad_id is not None:
+            targets[targets == pad_id] = IGNORE_INDEX  # the packed split's last window is padded: no loss there
+        return windows[:, :-1], targets

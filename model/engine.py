@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -26,17 +29,33 @@ def init_single_process() -> None:
 
     if dist.is_available() and dist.is_initialized():
         return
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"})
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+        os.environ.setdefault(key, value)  # a launcher (torchrun, deepspeed) has set them already
     os.environ.setdefault("MASTER_PORT", str(free_port()))
+
+
+def import_deepspeed() -> Any:
+    """``deepspeed``, imported with its logger bound to stderr at WARNING level.
+
+    DeepSpeed's log handler captures ``sys.stdout`` when the package is first imported, and its INFO lines
+    (config dumps, accelerator detection) would otherwise mix into ``lmforge ... --json`` output.
+    """
+    with contextlib.redirect_stdout(sys.stderr):
+        import deepspeed
+        from deepspeed.utils import logger as ds_logger
+
+    ds_logger.setLevel(logging.WARNING)
+    return deepspeed
 
 
 def init_distributed() -> tuple[int, int]:
     """Initialise the process group (gloo on CPU, nccl on GPU); returns (rank, world size)."""
-    import deepspeed
     import torch.distributed as dist
 
+    deepspeed = import_deepspeed()
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        with contextlib.redirect_stdout(sys.stderr):  # it print()s "op ... built successfully"
+            deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -55,6 +74,17 @@ def resolve_precision(requested: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "fp32"
+
+
+def fit_micro_batch(cfg: TrainConfig, world: int) -> TrainConfig:
+    """``cfg`` with the largest micro-batch <= ``cfg.micro_batch`` that splits the global batch evenly over
+    ``world`` processes, so a run can resume on another process count with the same global batch."""
+    if cfg.global_batch % world:
+        raise ValueError(f"global_batch {cfg.global_batch} cannot be split over {world} processes; "
+                         "choose a process count that divides it")
+    per_process = cfg.global_batch // world
+    micro = max(m for m in range(1, min(cfg.micro_batch, per_process) + 1) if per_process % m == 0)
+    return cfg if micro == cfg.micro_batch else cfg.model_copy(update={"micro_batch": micro})
 
 
 def deepspeed_config(cfg: TrainConfig, world: int, precision: str, load_universal: bool = False) -> dict[str, Any]:
@@ -120,8 +150,15 @@ def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 def create_engine(module: nn.Module, cfg: TrainConfig, world: int, continuing: bool,
                   load_universal: bool = False) -> Any:
     """A DeepSpeed engine over ``module`` with AdamW and the warmup-cosine schedule."""
-    import deepspeed
+    deepspeed = import_deepspeed()
+    from deepspeed.checkpoint.constants import (
+        UNIVERSAL_CHECKPOINT_INFO,
+        UNIVERSAL_CHECKPOINT_VERSION_KEY,
+        UNIVERSAL_CHECKPOINT_VERSION_VALUE,
+    )
 
+    # Saved into every checkpoint so ds_to_universal can convert it for another process count.
+    setattr(module, UNIVERSAL_CHECKPOINT_INFO, {UNIVERSAL_CHECKPOINT_VERSION_KEY: UNIVERSAL_CHECKPOINT_VERSION_VALUE})
     precision = resolve_precision(cfg.precision)
     ds_config = deepspeed_config(cfg, world, precision, load_universal)
     schedule = lr_multiplier(cfg, continuing)
@@ -131,4 +168,6 @@ def create_engine(module: nn.Module, cfg: TrainConfig, world: int, continuing: b
         config=ds_config,
         lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
     )
+    if world == 1 and cfg.zero_stage == 0:
+        engine.enable_backward_allreduce = False  # nothing to average; skips flatten/copy of all gradients
     return engine

@@ -44,7 +44,6 @@ class TrainConfig(BaseModel):
     metrics_flush_every: int = Field(10, ge=1, description="steps per batch of metrics written to the store")
     dropout: float = Field(0.0, ge=0, lt=1)
     activation_checkpointing: bool = False
-    compile: bool = Field(False, description="torch.compile the transformer blocks")
     peak_flops: float | None = Field(None, gt=0, description="MFU denominator; None: measured once and cached")
 
     @model_validator(mode="after")

@@ -4,13 +4,12 @@ import json
 
 import pytest
 import torch
+import transformers
 
 from model.configs import ModelConfig
 from model.hf_interop import export_hf, import_hf
 from model.network import build_model
 from model.weights import WeightsError, WeightsIntegrityError, load_model, save_model
-
-transformers = pytest.importorskip("transformers")
 
 CONFIGS = [
     ModelConfig(vocab_size=101, dim=64, n_layers=2, n_heads=4, ffn_hidden=96, context=48),

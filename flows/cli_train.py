@@ -1,0 +1,116 @@
+"""``lmforge train``, ``lmforge export-hf`` and ``lmforge import-hf``."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from flows.cli_common import CliError, console, emit, runtime
+from lmforge_core.metadata import repository as repo
+from model.data import DataError
+from model.hf_interop import export_hf, import_hf
+from model.weights import WeightsError, read_weights_config
+from tasks.train.run import TrainingError, resume_training, run_training
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _progress_bar(progress: Progress, total: int, quiet: bool) -> Any:
+    task = progress.add_task("training", total=total, info="")
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "start":
+            progress.update(task, completed=event["step"])
+        elif kind == "step":
+            progress.update(task, completed=event["step"], info=(
+                f"loss {event['loss']:.3f}  lr {event['lr']:.2e}  {event['tokens_per_s']:.0f} tok/s  "
+                f"MFU {event['mfu']:.1%}"))
+        elif quiet:  # --json: stdout carries only the result
+            return
+        elif kind in ("spike", "rollback"):
+            progress.console.print(f"[yellow]{kind}[/] at step {event.get('step', event.get('to_step'))}")
+        elif kind == "checkpoint":
+            progress.console.print(f"checkpoint {event['tag']}")
+
+    return on_event
+
+
+def _render(c: Console, d: dict[str, Any]) -> None:
+    c.print(f"[green]run {d['run_id']} {d['status']}[/]: model {d['model_version']} is the candidate")
+    c.print(f"  final loss {d['summary'].get('final_loss')}, spikes {d['summary'].get('spikes')}, "
+            f"rollbacks {d['summary'].get('rollbacks')}")
+    c.print(f"  checkpoint {d['checkpoint_key']}  (artifact store)\n  run folder {d['run_dir']}\n"
+            f"  metrics: `lmforge status` / step_metrics of run {d['run_id']} in the metadata store")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        model_config: Annotated[str | None, typer.Option("--model-config", help="named shape: tiny, 20m, 125m, 1b, 7b, 30b")] = None,
+        dataset: Annotated[str | None, typer.Option("--dataset", help="dataset version (default: latest)")] = None,
+        steps: Annotated[int | None, typer.Option("--steps", min=1, help="optimizer steps")] = None,
+        source: Annotated[str, typer.Option("--from", help="production, scratch, or a Hugging Face folder")] = "production",
+        processes: Annotated[int | None, typer.Option("--processes", min=1, help="training processes")] = None,
+        resume: Annotated[str | None, typer.Option("--resume", help="resume this run id from its last checkpoint")] = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Train (continual: new data + replay) and record a run and a new candidate model version."""
+        rt = runtime()
+        total = steps or rt.settings.train.steps
+        try:
+            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                          TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+                          disable=as_json, transient=False) as progress:
+                on_event = _progress_bar(progress, total, quiet=as_json)
+                if resume:
+                    result = resume_training(rt, resume, processes=processes, progress=on_event)
+                else:
+                    result = run_training(rt, dataset=dataset, steps=steps, network=model_config, source=source,
+                                          processes=processes, progress=on_event)
+        except (TrainingError, WeightsError, DataError, ValueError) as exc:
+            raise CliError(str(exc), "see the run folder's log and `lmforge status`") from exc
+        emit(dataclasses.asdict(result), as_json, _render)
+
+    @app.command("export-hf")
+    def export_hf_command(
+        model_version: Annotated[str, typer.Argument(help="version number (3, v3) or alias (production)")],
+        directory: Annotated[Path, typer.Argument(help="output folder (config.json + model.safetensors)")],
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Write a model version as a Hugging Face Llama checkpoint."""
+        rt = runtime()
+        with rt.metadata.session() as session:
+            version = repo.resolve_model_version(session, rt.settings.model_name, model_version)
+            prefix, label = version.artifacts.get("weights"), version.label
+        if not prefix:
+            raise CliError(f"model {label} has no weights recorded", "train a model first")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("model.safetensors", "config.json"):
+                rt.artifacts.get_file(f"{prefix}/{name}", Path(tmp) / name)
+            export_hf(Path(tmp), directory)
+        emit({"model_version": label, "directory": str(directory.resolve())}, as_json,
+             lambda c, d: c.print(f"[green]exported[/] {d['model_version']} to {d['directory']} (Llama format)"))
+
+    @app.command("import-hf")
+    def import_hf_command(
+        directory: Annotated[Path, typer.Argument(help="Hugging Face Llama folder (config.json + safetensors)")],
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Convert a Llama checkpoint into lmforge weights (continue from it with `train --from DIR`)."""
+        rt = runtime()
+        out = rt.settings.workspace / "imports" / directory.resolve().name
+        try:
+            digest = import_hf(directory, out)
+        except WeightsError as exc:
+            raise CliError(str(exc), "point at a folder with config.json and *.safetensors") from exc
+        model = read_weights_config(out)["model"]
+        emit({"weights": str(out), "sha256": digest, "model": model}, as_json,
+             lambda c, d: c.print(f"[green]imported[/] to {d['weights']} "
+                                  f"({d['model']['n_layers']} layers, dim {d['model']['dim']})"))

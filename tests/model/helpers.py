@@ -1,0 +1,65 @@
+"""Tiny token datasets in the binding ``lmforge.tokens.v1`` format, tiny configs, run specs."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.configs import ModelConfig
+from model.train_loop import RunSpec
+from model.weights import load_state_dict
+
+VOCAB = 64
+WINDOW = 33  # context 32 + 1
+TINY = ModelConfig(vocab_size=VOCAB, dim=64, n_layers=2, n_heads=4, ffn_hidden=128, context=32)
+
+
+def write_dataset(root: Path, version: str, windows: np.ndarray, shards: int = 2,
+                  dtype: str = "uint16", pad_id: int | None = None) -> dict:
+    """Write ``windows`` (n, WINDOW) as a dataset version under ``root`` (artifact-key layout).
+
+    The synthetic tokenizer declares no PAD token unless ``pad_id`` is given.
+    """
+    folder = root / "datasets" / version
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, part in enumerate(np.array_split(windows, shards)):
+        key = f"datasets/{version}/train-{i:05d}.bin"
+        data = part.astype(np.dtype(dtype).newbyteorder("<")).tobytes()
+        (root / key).write_bytes(data)
+        entries.append({"key": key, "sha256": hashlib.sha256(data).hexdigest(), "num_tokens": part.size,
+                        "num_windows": len(part)})
+    manifest = {
+        "format": "lmforge.tokens.v1", "dataset_version": version, "dtype": dtype, "window": windows.shape[1],
+        "tokenizer": {"version": "tok-000001", "key": "tokenizers/tok-000001/tokenizer.json", "sha256": "0",
+                      "vocab_size": VOCAB, "bos_id": 1, "eos_id": 2, "pad_id": pad_id},
+        "splits": {"train": entries, "validation": []},
+        "num_tokens": {"train": int(windows.size), "validation": 0}, "batches": [], "created_at": "2026-01-01",
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return manifest
+
+
+def pattern_windows(n: int, seed: int, offset: int = 3) -> np.ndarray:
+    """Learnable windows: arithmetic sequences mod VOCAB with a per-window start."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, VOCAB, size=(n, 1))
+    return (starts + offset * np.arange(WINDOW)[None, :]) % VOCAB
+
+
+def make_spec(run_dir: Path, data_root: Path, replay: bool = True, **train) -> RunSpec:
+    settings = dict(steps=8, global_batch=4, micro_batch=4, checkpoint_every=4, threads=1, warmup_steps=2,
+                    lr=3e-3, seed=11) | train
+    return RunSpec(run_dir=str(run_dir), data_root=str(data_root), dataset_version="ds-000002",
+                   replay_versions=["ds-000001"] if replay else [], model=TINY.to_dict(), train=settings)
+
+
+def final_state(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_state_dict(run_dir / "checkpoints" / f"step-{step:06d}" / "weights")[0]
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)

@@ -1,0 +1,190 @@
+"""The DeepSpeed training loop in one process: ZeRO stages, schedule, spikes, checkpoints, regularisers."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from helpers import TINY, VOCAB, WINDOW, final_state, make_spec, max_diff, pattern_windows, write_dataset
+
+from lmforge_core.config.train import TrainConfig
+from model import checkpointing as ckpt
+from model.engine import deepspeed_config, fit_micro_batch, init_single_process, lr_multiplier
+from model.train_loop import train
+from model.weights import load_model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _world_of_one():
+    init_single_process()
+
+
+def events(run_dir, kind=None):
+    rows = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    return [e for e in rows if kind is None or e["type"] == kind]
+
+
+def test_zero_stages_0_2_3_train_alike_in_one_process(tmp_path, data_root):
+    finals, first_losses, last_losses = {}, {}, {}
+    for stage in (0, 2, 3):
+        run = tmp_path / f"z{stage}"
+        summary = train(make_spec(run, data_root, zero_stage=stage))
+        steps = events(run, "step")
+        assert summary["step"] == 8 and len(steps) == 8
+        first_losses[stage], last_losses[stage] = steps[0]["loss"], steps[-1]["loss"]
+        assert all(e["grad_norm"] > 0 and e["tokens_per_s"] > 0 and 0 < e["mfu"] < 1 for e in steps)
+        finals[stage] = final_state(run, 8)
+    assert last_losses[0] < first_losses[0] - 0.3
+    for stage in (2, 3):
+        assert max_diff(finals[0], finals[stage]) < 1e-4
+        assert math.isclose(last_losses[0], last_losses[stage], rel_tol=1e-4)
+
+
+def test_checkpoints_hold_everything_and_list_sha256(tmp_path, data_root):
+    run = tmp_path / "run"
+    train(make_spec(run, data_root, steps=8, checkpoint_every=4))
+    assert ckpt.complete_tags(run / "checkpoints") == ["step-000004", "step-000008"]
+    manifest = ckpt.verify(run / "checkpoints" / "step-000008")
+    assert manifest["step"] == 8 and manifest["loop"]["data_step"] == 8
+    assert {"rng-rank0.safetensors", "weights/model.safetensors", "weights/config.json"} <= set(manifest["files"])
+    assert "mp_rank_00_model_states.pt" in manifest["files"]  # ZeRO-0: module, optimizer, scheduler, client
+    assert [e["tag"] for e in events(run, "checkpoint")] == ["step-000004", "step-000008"]
+    assert load_model(run / "checkpoints" / "step-000008" / "weights").config.vocab_size == VOCAB
+
+
+def test_tampered_checkpoint_file_fails_with_its_name(tmp_path, data_root):
+    run = tmp_path / "run"
+    spec = make_spec(run, data_root, steps=4, checkpoint_every=4)
+    train(spec)
+    tag_dir = run / "checkpoints" / "step-000004"
+    optim = tag_dir / "mp_rank_00_model_states.pt"
+    data = bytearray(optim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    optim.write_bytes(bytes(data))
+    spec.resume_tag, spec.train = "step-000004", spec.train | {"steps": 6}
+    with pytest.raises(ckpt.CheckpointIntegrityError, match=optim.name):
+        train(spec)
+
+
+def test_resume_in_process_equals_uninterrupted_bitwise(tmp_path, data_root):
+    full = tmp_path / "full"
+    train(make_spec(full, data_root, steps=8, checkpoint_every=4, dropout=0.1))
+    part = tmp_path / "part"
+    shutil.copytree(full / "checkpoints" / "step-000004", part / "checkpoints" / "step-000004")
+    spec = make_spec(part, data_root, steps=8, checkpoint_every=4, dropout=0.1)
+    spec.resume_tag = "step-000004"
+    summary = train(spec)
+    assert summary["step"] == 8 and [e["step"] for e in events(part, "step")] == [5, 6, 7, 8]
+    a, b = final_state(full, 8), final_state(part, 8)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lr_warms_up_then_decays_and_restarts():
+    cfg = TrainConfig(steps=100, warmup_steps=10, min_lr_ratio=0.1, rewarm_steps=5, rewarm_lr_ratio=0.5)
+    f = lr_multiplier(cfg, continuing=False)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(99) == pytest.approx(0.1, abs=1e-3)
+    assert all(f(s) >= f(s + 1) for s in range(10, 99))
+    g = lr_multiplier(cfg, continuing=True)
+    assert g(4) == pytest.approx(0.5) and g(0) == pytest.approx(0.1)
+    r = lr_multiplier(cfg.model_copy(update={"restart_every": 30}), continuing=False)
+    assert r(40) == pytest.approx(1.0) and r(39) < 0.2
+
+
+def test_deepspeed_config_is_generated_from_the_train_config():
+    cfg = TrainConfig(global_batch=16, micro_batch=4, zero_stage=3, offload_optimizer=True, offload_params=True)
+    ds = deepspeed_config(cfg, world=2, precision="fp32")
+    assert ds["gradient_accumulation_steps"] == 2 and ds["train_batch_size"] == 16
+    assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert ds["optimizer"]["params"]["torch_adam"] and not ds["bf16"]["enabled"]
+    with pytest.raises(ValueError, match="not a multiple"):
+        deepspeed_config(cfg, world=3, precision="fp32")
+    with pytest.raises(ValueError, match="needs ZeRO stage 3"):
+        deepspeed_config(TrainConfig(zero_stage=2, offload_params=True), world=1, precision="fp32")
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, data_root):
+    train(make_spec(tmp_path / "big", data_root, steps=4))
+    train(make_spec(tmp_path / "acc", data_root, steps=4, micro_batch=2))
+    assert max_diff(final_state(tmp_path / "big", 4), final_state(tmp_path / "acc", 4)) < 1e-5
+
+
+def _spiky_dataset(root, bad_windows):
+    """Learnable windows with random-token windows at the given sample positions of the plan."""
+    windows = pattern_windows(64, seed=1, offset=1)
+    rng = np.random.default_rng(0)
+    write_dataset(root, "ds-000002", windows)
+    spec_plan = np.random.default_rng([11, 0, 0]).permutation(64)  # first epoch order (seed 11, stream NEW)
+    for sample in bad_windows:
+        windows[spec_plan[sample]] = rng.integers(0, VOCAB, WINDOW)
+    write_dataset(root, "ds-000002", windows)
+
+
+def test_loss_spike_skips_the_step_and_repeated_spikes_roll_back(tmp_path):
+    root = tmp_path / "data"
+    # global batch 1: step s reads sample s. Samples 30, 40, 41 are noise after the pattern is learnt.
+    _spiky_dataset(root, [30, 40, 41])
+    run = tmp_path / "run"
+    spec = make_spec(run, root, replay=False, steps=44, global_batch=1, micro_batch=1, checkpoint_every=10,
+                     spike_factor=1.7, rollback_after=2, lr=1e-2)
+    summary = train(spec)
+    spikes, rollbacks = events(run, "spike"), events(run, "rollback")
+    assert [e["data_step"] for e in spikes] == [30, 40, 41]
+    assert summary["spikes"] == 3 and summary["skipped_steps"] == 3 and summary["rollbacks"] == 1
+    assert rollbacks[0]["tag"] == "step-000030" and rollbacks[0]["to_step"] == 30
+    steps = events(run, "step")
+    assert all(math.isfinite(e["loss"]) for e in steps) and summary["step"] == 44
+
+
+def test_l2_and_ewc_regularisation_pull_towards_the_previous_weights(tmp_path, data_root):
+    base = tmp_path / "base"
+    train(make_spec(base, data_root, steps=4))
+    start = base / "checkpoints" / "step-000004" / "weights"
+    drift = {}
+    for mode, strength in (("none", 0.0), ("l2", 50.0), ("ewc", 50.0)):
+        run = tmp_path / mode
+        spec = make_spec(run, data_root, steps=6, regularization=mode, reg_strength=strength)
+        spec.init_weights, spec.continuing = str(start), True
+        train(spec)
+        drift[mode] = max_diff(final_state(run, 6), final_state(base, 4))
+        if mode != "none":
+            assert all(e["penalty"] >= 0 for e in events(run, "step"))
+            assert events(run, "step")[-1]["penalty"] > 0
+            assert (run / "regularizer.safetensors").is_file()
+    assert drift["l2"] < drift["none"] and drift["ewc"] < drift["none"]
+
+
+def test_regularisation_from_scratch_is_refused(tmp_path, data_root):
+    with pytest.raises(ValueError, match="needs previous weights"):
+        train(make_spec(tmp_path / "r", data_root, regularization="l2"))
+
+
+def test_tied_grouped_query_model_trains_the_same_under_zero3(tmp_path, data_root):
+    finals = {}
+    for stage in (0, 3):
+        spec = make_spec(tmp_path / f"z{stage}", data_root, zero_stage=stage, steps=4)
+        spec.model = TINY.to_dict() | {"tie_embeddings": True, "n_kv_heads": 2}
+        train(spec)
+        finals[stage] = final_state(tmp_path / f"z{stage}", 4)
+    assert "output.weight" not in finals[0]
+    assert max_diff(finals[0], finals[3]) < 1e-5
+
+
+@pytest.mark.parametrize("offload", [{"zero_stage": 2, "offload_optimizer": True},
+                                     {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}],
+                         ids=["zero2-offload-optimizer", "zero3-offload-all"])
+def test_offloaded_zero_runs_train_like_plain_zero0(tmp_path, data_root, offload):
+    train(make_spec(tmp_path / "ref", data_root, steps=4))
+    train(make_spec(tmp_path / "off", data_root, steps=4, **offload))
+    assert max_diff(final_state(tmp_path / "ref", 4), final_state(tmp_path / "off", 4)) < 1e-5
+
+
+def test_micro_batch_is_fitted_to_the_process_count():
+    cfg = TrainConfig(global_batch=8, micro_batch=8)
+    assert fit_micro_batch(cfg, 1).micro_batch == 8
+    assert fit_micro_batch(cfg, 2).micro_batch == 4
+    assert fit_micro_batch(TrainConfig(global_batch=12, micro_batch=4), 2).micro_batch == 3
+    with pytest.raises(ValueError, match="cannot be split over 3 processes"):
+        fit_micro_batch(cfg, 3)
