@@ -56,6 +56,8 @@ run: setup-run
 	$(BIN)/lmforge init
 	$(BIN)/lmforge ingest
 	$(BIN)/lmforge datasets
+	$(BIN)/lmforge train --model-config tiny --steps 100 --from production
+	$(BIN)/lmforge export-hf candidate .lmforge/exports/hf-candidate
 	$(BIN)/lmforge status
 
 lint: setup-test
