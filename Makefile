@@ -31,15 +31,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.torch: | $(BIN)/python
+$(VENV)/.torch-$(TORCH_VERSION): | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
 	touch $@
 
-$(VENV)/.installed-run: pyproject.toml $(VENV)/.torch
+$(VENV)/.installed-run: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e ".[triton$(EXTRAS_GPU)]"
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.torch
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e ".[dev,triton$(EXTRAS_GPU)]"
 	touch $@ $(VENV)/.installed-run
 

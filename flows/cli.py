@@ -8,14 +8,17 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from flows.cli_common import CliError, configure, console, debug_enabled, emit, err_console, runtime, settings
+from flows import cli_data, cli_train
+from flows.cli_common import CliError, configure, debug_enabled, emit, err_console, runtime, settings
 from lmforge_core.artifacts import ArtifactError
 from lmforge_core.metadata import MetadataStoreError
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.repository import NotFoundError
 from lmforge_core.redact import mask_text
+from lmforge_core.settings import SettingsFileError
 
 app = typer.Typer(
     name="lmforge",
@@ -152,23 +155,19 @@ def status(as_json: JsonFlag = False) -> None:
         raise typer.Exit(code=1)
 
 
-def _register_stage_commands() -> None:
-    """Each stage adds its commands from its own module (``flows/cli_<area>.py``)."""
-    import importlib
+# Each stage adds its commands from its own module.
+cli_data.register(app)
+cli_train.register(app)
 
-    for module_name in ("flows.cli_data", "flows.cli_train"):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(app)
-
-
-_register_stage_commands()
-
-_PERSON_ERRORS = (CliError, MetadataStoreError, ArtifactError, NotFoundError, ValidationError, FileNotFoundError)
+_PERSON_ERRORS = (
+    CliError,
+    MetadataStoreError,
+    ArtifactError,
+    NotFoundError,
+    ValidationError,
+    FileNotFoundError,
+    SettingsFileError,
+)
 
 
 def main() -> None:
@@ -176,23 +175,22 @@ def main() -> None:
     try:
         app()  # standalone: usage errors and exit codes end in SystemExit here
     except _PERSON_ERRORS as exc:
-        if debug_enabled():
-            console.print_exception()
-        err_console.print(f"[red]error:[/] {_one_line(exc)}", highlight=False)
-        sys.exit(1)
+        _fail(_one_line(exc))
     except Exception as exc:  # the last line of defence: still one line unless --debug
-        if debug_enabled():
-            console.print_exception()
-        err_console.print(
-            f"[red]error:[/] unexpected {type(exc).__name__}: {mask_text(str(exc))} (re-run with --debug for details)",
-            highlight=False,
-        )
-        sys.exit(1)
+        _fail(f"unexpected {type(exc).__name__}: {mask_text(str(exc))} (re-run with --debug for details)")
+
+
+def _fail(message: str) -> None:
+    """One line on stderr (markup in the message is shown as text), the traceback too under --debug."""
+    if debug_enabled():
+        err_console.print_exception()
+    err_console.print(f"[red]error:[/] {escape(message)}", highlight=False)
+    sys.exit(1)
 
 
 def _one_line(exc: Exception) -> str:
     if isinstance(exc, CliError):
-        return exc.message + (f" — {exc.hint}" if exc.hint else "")
+        return mask_text(exc.message + (f" — {exc.hint}" if exc.hint else ""))
     if isinstance(exc, ValidationError):
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return f"invalid settings: {problems} (check LMFORGE_* variables and lmforge.toml)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import date, datetime
 from typing import Any
 
 from rich.console import Console
@@ -45,12 +46,18 @@ def runtime(*, migrate: bool = True) -> Runtime:
     """The Runtime (stores opened, migrations applied), built once per process."""
     if _state["runtime"] is None:
         _state["runtime"] = open_runtime(settings(), migrate=migrate)
+    elif migrate:
+        _state["runtime"].metadata.ensure_schema()
     return _state["runtime"]
+
+
+def _json_default(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime | date) else str(value)
 
 
 def emit(data: dict[str, Any], as_json: bool, render: Callable[[Console, dict[str, Any]], None]) -> None:
     """Print ``data`` as JSON for scripts, or let ``render`` draw it for people."""
     if as_json:
-        console.print_json(json.dumps(data, default=str))
+        console.print_json(json.dumps(data, default=_json_default))
     else:
         render(console, data)

@@ -7,6 +7,7 @@ Precedence, highest first: explicit overrides, environment variables, ``lmforge.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,10 @@ from lmforge_core.config.train import TrainConfig
 from lmforge_core.redact import mask_url
 
 DEFAULT_CONFIG_FILE = Path("lmforge.toml")
+
+
+class SettingsFileError(ValueError):
+    """The lmforge.toml in effect cannot be read; the message names the file."""
 
 
 class Settings(BaseSettings):
@@ -45,6 +50,7 @@ class Settings(BaseSettings):
     workspace: Path = Field(default=Path(".lmforge"), description="Local working folder.")
     database_url: str = Field(
         default="",
+        repr=False,  # may hold a password: never in repr() or logs; print masked() instead
         description="SQLAlchemy URL of the metadata store; empty means SQLite in the workspace.",
     )
     artifact_uri: str = Field(
@@ -109,10 +115,13 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
 
     ``config_file`` defaults to ``$LMFORGE_CONFIG`` or ``./lmforge.toml`` when present.
     """
-    if config_file is None and os.environ.get("LMFORGE_CONFIG"):
-        config_file = os.environ["LMFORGE_CONFIG"]
+    if config_file is None:
+        config_file = os.environ.get("LMFORGE_CONFIG") or os.environ.get("LMFORGE_CONFIG_FILE") or None
     if config_file is None and DEFAULT_CONFIG_FILE.is_file():
         config_file = DEFAULT_CONFIG_FILE
     if config_file is not None:
         overrides["config_file"] = Path(config_file)
-    return Settings(**overrides)
+    try:
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsFileError(f"config file {config_file} is not valid TOML: {exc}") from exc

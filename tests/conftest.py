@@ -24,6 +24,13 @@ PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_t
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True)
+def _isolated_from_the_developers_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may pick up a developer's LMFORGE_* variables (e.g. a real database URL)."""
+    for name in [n for n in os.environ if n.startswith("LMFORGE_")]:
+        monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """URL of a fresh PostgreSQL database created for this test session and dropped after it."""

@@ -52,6 +52,8 @@ def validate_key(key: str) -> str:
     if key.startswith("/") or "\\" in key or re.match(r"^[A-Za-z]:", key):
         raise InvalidArtifactKey(f"artifact key {key!r} must be a relative path like 'datasets/x/manifest.json'")
     for part in key.split("/"):
+        if len(part) > 255:
+            raise InvalidArtifactKey(f"artifact key {key!r} has a part longer than 255 characters")
         if part in ("", ".", ".."):
             raise InvalidArtifactKey(f"artifact key {key!r} contains an empty, '.' or '..' path part")
         if not _KEY_PART.match(part) or part.startswith(".lmforge"):
@@ -91,11 +93,19 @@ class VerifyingReader:
         self._checked = False
 
     def read(self, size: int = -1) -> bytes:
+        """Read like a file; the sha256 is checked at EOF or as soon as the recorded size has been read.
+
+        Bytes handed out before that point are only guaranteed once the check has passed.
+        """
+        if size == 0:
+            return b""
         data = self._raw.read(size) if size is not None and size >= 0 else self._raw.read()
         if data:
             self._digest.update(data)
             self._size += len(data)
-        if not data or size is None or size < 0:
+        if not data or size is None or size < 0 or self._size >= self._expected_size:
+            if self._size >= self._expected_size and not self._checked and self._raw.read(1):
+                self._size += 1  # more bytes than were recorded: corrupt
             self._verify()
         return data
 

@@ -1,17 +1,23 @@
 """Artifact store on a local folder.
 
 Layout: object bytes at ``<root>/<key>`` (plain files a person can open), their sha256 and size at
-``<root>/.lmforge-meta/<key>.json``. A write goes to ``<root>/.lmforge-tmp/<pid>-<random>``, is
-fsynced and renamed into place, then the metadata is renamed into place; a crash before the rename
-leaves the old object intact, and stale temporary files of dead writers are removed on open.
-A crash between the two renames leaves new bytes with old metadata: reads then fail loudly with
-:class:`ArtifactIntegrityError` instead of returning unverified bytes.
+``<root>/.lmforge-meta/<key>.json``.
+
+A write streams into ``<root>/.lmforge-tmp/<pid>-<id>`` (fsynced), then writes the *intent*
+``<pid>-<id>.json`` = {key, sha256, size} (fsynced), then renames the data into place, then the
+metadata. Recovery, when a store is opened, looks at the intents of dead writers:
+- data temporary still there -> the crash came before the data rename: both are deleted, the old
+  object is untouched;
+- data temporary gone -> the crash came between the two renames: the new bytes are in place, so the
+  intent is rolled forward as the metadata (after checking that the bytes match it).
+A reader that races a live writer between its two renames gets :class:`ArtifactIntegrityError`, never
+unverified bytes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import errno
 import json
 import os
 import uuid
@@ -20,10 +26,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from lmforge_core.artifacts.base import (
+    ArtifactError,
     ArtifactInfo,
+    ArtifactIntegrityError,
     ArtifactNotFound,
     ArtifactStoreUnavailable,
     VerifyingReader,
+    sha256_file,
     validate_key,
     validate_prefix,
 )
@@ -31,23 +40,6 @@ from lmforge_core.artifacts.common import StoreOperations
 
 META_DIR = ".lmforge-meta"
 TMP_DIR = ".lmforge-tmp"
-
-
-class _HashingWriter:
-    """File writer that hashes what passes through it."""
-
-    def __init__(self, handle: BinaryIO) -> None:
-        self._handle = handle
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.size += len(data)
-        return self._handle.write(data)
-
-    def flush(self) -> None:
-        self._handle.flush()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -58,6 +50,31 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _os_errors_named(key: str) -> Iterator[None]:
+    """Turn the file system's refusals into artifact errors that name the key."""
+    try:
+        yield
+    except (FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+        raise ArtifactError(
+            f"artifact key {key!r} clashes with an existing key that is a folder or a file of the same name "
+            "(a key cannot be both 'a' and 'a/b'); choose another key"
+        ) from exc
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ArtifactError(f"artifact key {key!r} is too long for the file system") from exc
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ArtifactStoreUnavailable(f"no space left to write artifact {key!r}; free disk space") from exc
+        raise
 
 
 class LocalArtifactStore(StoreOperations):
@@ -74,13 +91,33 @@ class LocalArtifactStore(StoreOperations):
                 f"cannot create the artifact folder {self.root}: {exc.strerror}; "
                 "choose a writable LMFORGE_ARTIFACT_URI"
             ) from exc
-        self._remove_stale_temporaries()
+        self._recover_dead_writers()
 
-    def _remove_stale_temporaries(self) -> None:
-        for tmp in self._tmp.iterdir():
-            pid_text = tmp.name.split("-", 1)[0]
-            if not pid_text.isdigit() or not _pid_alive(int(pid_text)):
-                tmp.unlink(missing_ok=True)
+    def _recover_dead_writers(self) -> None:
+        for intent in sorted(self._tmp.glob("*.json")):
+            pid_text = intent.name.split("-", 1)[0]
+            if pid_text.isdigit() and _pid_alive(int(pid_text)):
+                continue
+            data_tmp = intent.with_suffix("")
+            if data_tmp.exists():
+                data_tmp.unlink()
+            else:
+                self._roll_forward(intent)
+            intent.unlink(missing_ok=True)
+        for data_tmp in self._tmp.iterdir():
+            pid_text = data_tmp.name.split("-", 1)[0]
+            if data_tmp.suffix != ".json" and (not pid_text.isdigit() or not _pid_alive(int(pid_text))):
+                data_tmp.unlink(missing_ok=True)
+
+    def _roll_forward(self, intent: Path) -> None:
+        try:
+            record = json.loads(intent.read_text())
+            data_path, meta_path = self._paths(record["key"])
+        except (ValueError, KeyError, ArtifactError):
+            return  # an unreadable intent was written before any rename: nothing to finish
+        if data_path.is_file() and sha256_file(data_path) == (record["sha256"], record["size"]):
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(intent, meta_path)
 
     def _paths(self, key: str) -> tuple[Path, Path]:
         validate_key(key)
@@ -96,29 +133,35 @@ class LocalArtifactStore(StoreOperations):
     @contextlib.contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:
         data_path, meta_path = self._paths(key)
-        tmp_data = self._tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
-        tmp_meta = tmp_data.with_suffix(".json")
+        data_tmp = self._tmp / f"{os.getpid()}-{uuid.uuid4().hex}"
+        intent = data_tmp.with_suffix(".json")
         try:
-            with tmp_data.open("wb") as handle:
-                writer = _HashingWriter(handle)
-                yield writer  # type: ignore[misc]
+            with data_tmp.open("wb") as handle:
+                yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
-            tmp_meta.write_text(json.dumps({"sha256": writer.digest.hexdigest(), "size": writer.size}))
-            data_path.parent.mkdir(parents=True, exist_ok=True)
-            meta_path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_data, data_path)
-            os.replace(tmp_meta, meta_path)
+            sha256, size = sha256_file(data_tmp)
+            _write_synced(intent, json.dumps({"key": key, "sha256": sha256, "size": size}))
+            with _os_errors_named(key):
+                data_path.parent.mkdir(parents=True, exist_ok=True)
+                meta_path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(data_tmp, data_path)
+            os.replace(intent, meta_path)
         finally:
-            tmp_data.unlink(missing_ok=True)
-            tmp_meta.unlink(missing_ok=True)
+            data_tmp.unlink(missing_ok=True)
+            intent.unlink(missing_ok=True)
 
     def info(self, key: str) -> ArtifactInfo:
         data_path, meta_path = self._paths(key)
         if not data_path.is_file() or not meta_path.is_file():
             raise ArtifactNotFound(f"no artifact {key!r} in {self.uri}")
-        meta = json.loads(meta_path.read_text())
-        return ArtifactInfo(key=key, size=int(meta["size"]), sha256=str(meta["sha256"]))
+        try:
+            meta = json.loads(meta_path.read_text())
+            return ArtifactInfo(key=key, size=int(meta["size"]), sha256=str(meta["sha256"]))
+        except (ValueError, KeyError) as exc:
+            raise ArtifactIntegrityError(
+                f"the recorded checksum of artifact {key!r} is unreadable ({meta_path}); re-create the artifact"
+            ) from exc
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[VerifyingReader]:

@@ -18,6 +18,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from lmforge_core.artifacts.base import (
     CHUNK_SIZE,
@@ -134,20 +135,33 @@ class S3ArtifactStore(StoreOperations):
 
     @contextlib.contextmanager
     def open_read(self, key: str) -> Iterator[VerifyingReader]:
-        info = self.info(key)
+        # One GET carries the bytes and the sha256 they were written with, so a concurrent overwrite
+        # cannot pair one version's bytes with another version's checksum.
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self._object_key(key))
         except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in _MISSING:
+                self.check()
             raise self._error(exc, key) from exc
-        reader = VerifyingReader(response["Body"], key, info.sha256, info.size)
+        sha256 = response.get("Metadata", {}).get("sha256")
+        if not sha256:
+            response["Body"].close()
+            raise ArtifactError(f"artifact {key!r} in {self.uri} has no recorded sha256; it was not written by lmforge")
+        reader = VerifyingReader(response["Body"], key, sha256, int(response["ContentLength"]))
         try:
             yield reader
+        except (BotoCoreError, ReadTimeoutError, ProtocolError) as exc:
+            raise ArtifactStoreUnavailable(f"reading artifact {key!r} from {self.uri} failed midway: {exc}") from exc
         finally:
             reader.close()
 
     def list(self, prefix: str = "") -> list[ArtifactInfo]:
         prefix = validate_prefix(prefix)
-        full = "/".join(part for part in (self.prefix, prefix) if part)
+        # The listing prefix always ends at a key-part boundary, so 'team' never matches 'team2/...'.
+        if self.prefix:
+            full = f"{self.prefix}/{prefix}" if prefix else f"{self.prefix}/"
+        else:
+            full = prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys: list[str] = []
         try:

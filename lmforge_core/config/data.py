@@ -100,4 +100,5 @@ class DataConfig(BaseModel):
     validation_fraction: float = 0.05
     # windows per .bin shard file (257 * 65536 tokens = 33 MB as uint16).
     shard_max_windows: int = 65_536
-    encode_batch_docs: int = 1000
+    # documents tokenized per call; the tokenizer's working memory is proportional to it.
+    encode_batch_docs: int = 256

@@ -53,9 +53,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC) if value is not None else None
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -277,7 +277,10 @@ class ModelAlias(Base):
 
 
 class AliasEvent(Base):
-    """Append-only history of alias moves: answers 'what served when' and 'previous production'."""
+    """History of alias moves: answers 'what served when' and 'previous production'.
+
+    Append-only by contract: the repository only ever inserts rows here.
+    """
 
     __tablename__ = "alias_events"
     id: Mapped[int] = mapped_column(primary_key=True)

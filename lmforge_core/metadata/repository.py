@@ -6,13 +6,14 @@ Every function takes the caller's ``Session`` and never commits: the caller's
 
 from __future__ import annotations
 
+import math
 import socket
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from lmforge_core.metadata.models import (
@@ -39,6 +40,8 @@ from lmforge_core.metadata.models import (
     Validation,
     utcnow,
 )
+
+PRODUCTION = "production"
 
 
 class NotFoundError(LookupError):
@@ -105,6 +108,8 @@ def finish_batch(
     stats: Mapping[str, Any] | None = None,
 ) -> DataBatch:
     """Close a batch with its counts; refuses counts that do not add up (nothing may be lost)."""
+    if any(count < 0 for count in rejects.values()) or records_accepted < 0:
+        raise ValueError(f"batch {batch_id}: record counts cannot be negative ({dict(rejects)})")
     rejected = sum(rejects.values())
     if records_accepted + rejected != records_read:
         raise ValueError(
@@ -213,9 +218,21 @@ def latest_tokenizer_version(session: Session) -> TokenizerVersion | None:
 
 
 def next_sequence_label(session: Session, model: type[DatasetVersion] | type[TokenizerVersion], prefix: str) -> str:
-    """Next human-readable id such as ``ds-000003`` (by count; unique constraint guards races)."""
-    count = session.scalar(select(func.count()).select_from(model)) or 0
-    return f"{prefix}-{count + 1:06d}"
+    """Next human-readable id such as ``ds-000003``: one past the highest ever used (the unique
+    constraint on ``version`` guards against two writers taking the same one)."""
+    highest = 0
+    for label in session.scalars(select(model.version).where(model.version.like(f"{prefix}-%"))):
+        suffix = label[len(prefix) + 1 :]
+        if suffix.isdigit():
+            highest = max(highest, int(suffix))
+    return f"{prefix}-{highest + 1:06d}"
+
+
+def _finite(value: float, what: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{what} is {number}; only finite values are recorded (log the event instead)")
+    return number
 
 
 def create_dataset_version(
@@ -320,10 +337,14 @@ def list_runs(session: Session, limit: int = 10) -> list[TrainingRun]:
 
 
 def add_step_metrics(session: Session, run_pk: int, rows: Iterable[tuple[int, str, float]]) -> int:
-    """Insert (step, name, value) rows for a run in one batch; re-recording a step replaces it."""
+    """Record (step, name, value) rows of a run in the caller's transaction; re-recording a step replaces it.
+
+    Non-finite values are refused with a ValueError: a NaN loss is a spike event, not a metric.
+    """
     count = 0
     for step, name, value in rows:
-        session.merge(StepMetric(run_id=run_pk, step=step, name=name, value=float(value)))
+        number = _finite(value, f"metric {name!r} at step {step}")
+        session.merge(StepMetric(run_id=run_pk, step=step, name=name, value=number))
         count += 1
     session.flush()
     return count
@@ -416,6 +437,22 @@ def get_alias(session: Session, name: str, alias: str) -> ModelVersion | None:
     return row.model_version if row is not None else None
 
 
+def _lock_alias(session: Session, name: str, alias: str) -> ModelAlias | None:
+    """Read the alias row so that a concurrent move waits for this transaction.
+
+    PostgreSQL: ``SELECT ... FOR UPDATE``. SQLite: a no-op write first takes the database's write lock
+    (pysqlite begins transactions lazily, so a plain read would not).
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(
+            update(ModelAlias)
+            .where(ModelAlias.name == name, ModelAlias.alias == alias)
+            .values(updated_at=ModelAlias.updated_at)
+        )
+        return session.get(ModelAlias, (name, alias), populate_existing=True)
+    return session.get(ModelAlias, (name, alias), with_for_update=True, populate_existing=True)
+
+
 def set_alias(
     session: Session,
     *,
@@ -425,11 +462,23 @@ def set_alias(
     actor: str = "system",
     reason: str = "",
     is_rollback: bool = False,
-) -> AliasEvent:
-    """Point ``alias`` at a version (or remove it with ``None``) and append the move to the history."""
-    row = session.get(ModelAlias, (name, alias))
+    at: datetime | None = None,
+) -> AliasEvent | None:
+    """Point ``alias`` at a version of model ``name`` (or remove it with ``None``), appending the move to
+    the history. Pointing it where it already points changes nothing and records nothing (None).
+
+    The ``production`` alias also keeps :class:`ModelStatus` in step: the new target becomes
+    ``production``, the one it replaces ``archived``.
+    """
+    if model_version_id is not None:
+        target = session.get(ModelVersion, model_version_id)
+        if target is None or target.name != name:
+            raise NotFoundError(f"model {name!r} has no version with id {model_version_id}")
+    row = _lock_alias(session, name, alias)
     previous = row.model_version_id if row is not None else None
-    now = utcnow()
+    if previous == model_version_id:
+        return None
+    now = at or utcnow()
     if model_version_id is None:
         if row is not None:
             session.delete(row)
@@ -438,6 +487,11 @@ def set_alias(
     else:
         row.model_version_id = model_version_id
         row.updated_at = now
+    if alias == PRODUCTION:
+        if previous is not None:
+            set_model_status(session, previous, ModelStatus.ARCHIVED)
+        if model_version_id is not None:
+            set_model_status(session, model_version_id, ModelStatus.PRODUCTION)
     event = AliasEvent(
         name=name,
         alias=alias,
@@ -486,6 +540,7 @@ def rollback_alias(session: Session, *, name: str, alias: str, actor: str, reaso
             AliasEvent.alias == alias,
             AliasEvent.model_version_id == row.model_version_id,
             AliasEvent.is_rollback.is_(False),
+            AliasEvent.previous_version_id.is_not(None),
         )
         .order_by(AliasEvent.id.desc())
         .limit(1)
@@ -494,7 +549,7 @@ def rollback_alias(session: Session, *, name: str, alias: str, actor: str, reaso
     target = current_event.previous_version_id if current_event is not None else None
     if target is None:
         raise NotFoundError(f"{name}@{alias} has no earlier version to roll back to")
-    return set_alias(
+    event = set_alias(
         session,
         name=name,
         alias=alias,
@@ -503,6 +558,8 @@ def rollback_alias(session: Session, *, name: str, alias: str, actor: str, reaso
         reason=reason or "rollback",
         is_rollback=True,
     )
+    assert event is not None  # target differs from the current version by construction
+    return event
 
 
 # --- evaluations, reviews, deployments -------------------------------------------------------
@@ -523,7 +580,7 @@ def add_evaluation(
         dataset=dataset,
         metric=metric,
         slice=slice_name,
-        value=float(value),
+        value=_finite(value, f"evaluation {metric!r} on {dataset!r}"),
         details=dict(details or {}),
     )
     session.add(evaluation)

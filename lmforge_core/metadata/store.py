@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
@@ -19,6 +24,25 @@ from lmforge_core.redact import mask_text, mask_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 CONNECT_TIMEOUT_S = 5
+# Serialises migrations: between threads (Alembic's context is process-global) and, on PostgreSQL,
+# between processes through a transaction-scoped advisory lock.
+_MIGRATION_LOCK = threading.Lock()
+_PG_MIGRATION_LOCK_ID = 0x1F0F0E  # any constant shared by every lmforge process
+
+
+def _finite_json(value: Any) -> Any:
+    """JSON columns store NaN/inf as null on every backend (PostgreSQL rejects them, SQLite keeps them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_json(item) for item in value]
+    return value
+
+
+def _json_serializer(value: Any) -> str:
+    return json.dumps(_finite_json(value), allow_nan=False)
 
 
 class MetadataStoreError(Exception):
@@ -28,7 +52,7 @@ class MetadataStoreError(Exception):
 def _engine_for(url: str) -> Engine:
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise MetadataStoreError(
             f"LMFORGE_DATABASE_URL {mask_url(url)!r} is not a database URL; "
             "use sqlite:///path.db or postgresql+psycopg://user@host:5432/db"
@@ -40,8 +64,11 @@ def _engine_for(url: str) -> Engine:
         connect_args["timeout"] = 30
     elif parsed.get_backend_name() == "postgresql":
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+        connect_args["options"] = "-c timezone=UTC"
     try:
-        engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(
+            url, pool_pre_ping=True, connect_args=connect_args, json_serializer=_json_serializer
+        )
     except (NoSuchModuleError, ImportError) as exc:
         raise MetadataStoreError(
             f"no database driver for {mask_url(url)!r}: {exc}; use sqlite:/// or postgresql+psycopg://"
@@ -93,6 +120,19 @@ class MetadataStore:
         with self.engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
 
+    def _known_revision(self, revision: str | None) -> None:
+        if revision is None:
+            return
+        try:
+            known = ScriptDirectory.from_config(self._alembic_config()).get_revision(revision) is not None
+        except CommandError:
+            known = False
+        if not known:
+            raise MetadataStoreError(
+                f"the metadata database {self.display_url} is at schema revision {revision!r}, which this "
+                "lmforge does not know; it was migrated by a newer lmforge: upgrade lmforge"
+            )
+
     def head_revision(self) -> str | None:
         return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
 
@@ -101,9 +141,14 @@ class MetadataStore:
         self.check()
         config = self._alembic_config()
         try:
-            with self.engine.begin() as connection:
+            with _MIGRATION_LOCK, self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_MIGRATION_LOCK_ID})
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
+        except CommandError as exc:
+            self._known_revision(self.current_revision())
+            raise MetadataStoreError(f"migrating the metadata database {self.display_url} failed: {exc}") from exc
         except SQLAlchemyError as exc:
             raise MetadataStoreError(
                 f"migrating the metadata database {self.display_url} failed: {self._describe(exc)}"
@@ -112,7 +157,9 @@ class MetadataStore:
 
     def ensure_schema(self) -> None:
         """Apply pending migrations on first use (cheap when the schema is already current)."""
-        if self.current_revision() != self.head_revision():
+        current = self.current_revision()
+        self._known_revision(current)
+        if current != self.head_revision():
             self.upgrade()
 
     @contextmanager

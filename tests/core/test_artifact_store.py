@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lmforge_core.artifacts import (
+    ArtifactError,
     ArtifactIntegrityError,
     ArtifactNotFound,
     ArtifactStore,
@@ -199,3 +200,71 @@ def test_large_s3_objects_go_up_in_parts_and_verify(s3_bucket: str, tmp_path: Pa
     assert head["ETag"].strip('"').endswith("-3")  # three parts: a multipart upload, not one PUT
     assert info.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     assert store.get_file("datasets/ds/train-00000.bin", tmp_path / "back.bin").sha256 == info.sha256
+
+
+def test_partial_reads_are_verified_and_read_zero_is_harmless(artifacts: ArtifactStore) -> None:
+    artifacts.put_bytes("p/obj", b"0123456789")
+    with artifacts.open_read("p/obj") as reader:
+        assert reader.read(0) == b""
+        assert reader.read(10) == b"0123456789"  # the recorded size is reached: checked here
+    _tamper(artifacts, "p/obj", b"0123456780")
+    with pytest.raises(ArtifactIntegrityError), artifacts.open_read("p/obj") as reader:
+        reader.read(10)  # a caller that stops at the recorded size still gets the check
+
+
+_DIE_BETWEEN_RENAMES = textwrap.dedent(
+    """
+    import os, signal, sys
+    from lmforge_core.artifacts.factory import store_for_uri
+    store = store_for_uri(sys.argv[1])
+    real_replace, calls = os.replace, []
+    def replace_then_die(src, dst):
+        real_replace(src, dst)
+        calls.append(dst)
+        if len(calls) == 1:  # the data is in place, its checksum not yet
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = replace_then_die
+    store.put_bytes("x/obj", b"new object")
+    """
+)
+
+
+def test_crash_between_data_and_checksum_renames_is_rolled_forward(tmp_path: Path) -> None:
+    store = store_for_uri(str(tmp_path / "artifacts"))
+    store.put_bytes("x/obj", b"old object")
+    writer = subprocess.run([sys.executable, "-c", _DIE_BETWEEN_RENAMES, store.uri], env=os.environ, timeout=60)
+    assert writer.returncode == -signal.SIGKILL
+    reopened = store_for_uri(store.uri)  # recovery finishes the dead writer's commit
+    assert reopened.get_bytes("x/obj") == b"new object"
+    assert list((tmp_path / "artifacts" / ".lmforge-tmp").iterdir()) == []
+
+
+def test_s3_listing_stops_at_the_prefix_boundary(s3_bucket: str, s3_server) -> None:  # type: ignore[no-untyped-def]
+    team = store_for_uri(f"s3://{s3_bucket}/team")
+    team2 = store_for_uri(f"s3://{s3_bucket}/team2")
+    team.put_bytes("a/1", b"1")
+    team2.put_bytes("b/2", b"2")
+    assert [i.key for i in team.list()] == ["a/1"]
+    assert [i.key for i in team2.list()] == ["b/2"]
+
+
+def test_local_key_clashes_and_long_parts_are_named(tmp_path: Path) -> None:
+    store = store_for_uri(str(tmp_path / "artifacts"))
+    store.put_bytes("a", b"file")
+    with pytest.raises(ArtifactError, match="clashes"):
+        store.put_bytes("a/b", b"x")
+    assert store.get_bytes("a") == b"file"
+    with pytest.raises(InvalidArtifactKey, match="longer than 255"):
+        store.put_bytes("x" * 300, b"x")
+
+
+def test_local_writer_is_a_real_file_for_text_and_parquet_writers(tmp_path: Path) -> None:
+    import io
+
+    store = store_for_uri(str(tmp_path / "artifacts"))
+    with store.open_write("t/notes.txt") as handle:
+        text = io.TextIOWrapper(handle, encoding="utf-8")
+        text.write("héllo\n")
+        text.flush()
+        text.detach()  # hand the file back to the store, which commits it
+    assert store.get_bytes("t/notes.txt") == "héllo\n".encode()

@@ -62,8 +62,13 @@ def test_unreachable_database_is_one_masked_line_and_debug_shows_the_traceback(t
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: cannot connect")
     assert "hunter2" not in result.stderr + result.stdout and "Traceback" not in result.stderr
     debug = lmforge("--debug", "init", cwd=tmp_path, env=env)
-    assert debug.returncode == 1 and "Traceback" in debug.stdout + debug.stderr
-    assert "hunter2" not in debug.stderr.splitlines()[-1]
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and debug.stdout == ""
+    assert debug.stderr.splitlines()[-1].startswith("error: cannot connect")
+
+
+def test_error_text_is_never_read_as_markup(tmp_path: Path) -> None:
+    result = lmforge("init", cwd=tmp_path, env={"LMFORGE_ARTIFACT_URI": "ftp://x/[/bold]"})
+    assert result.returncode == 1 and "[/bold]" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_status_reports_an_unreachable_store_with_exit_code_1(tmp_path: Path) -> None:

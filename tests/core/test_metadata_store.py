@@ -135,22 +135,23 @@ def _versions(session, n: int) -> list:  # type: ignore[no-untyped-def]
 
 
 def test_alias_history_answers_what_served_when_and_rollback(store: MetadataStore) -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
     with store.session() as session:
         v1, v2, v3 = _versions(session, 3)
         assert [v.version for v in (v1, v2, v3)] == [1, 2, 3] and v3.parent_id == v2.id
-        for version in (v1, v2, v3):
-            repo.set_alias(session, name="lm", alias="production", model_version_id=version.id, actor="gate")
-        # make history times distinct and known
-        events = repo.alias_history(session, "lm", "production")
-        base = datetime(2026, 1, 1, tzinfo=UTC)
-        for day, event in enumerate(events):
-            event.changed_at = base + timedelta(days=day)
+        for day, version in enumerate((v1, v2, v3)):
+            repo.set_alias(session, name="lm", alias="production", model_version_id=version.id, actor="gate",
+                           at=base + timedelta(days=day))
     with store.session() as session:
         assert repo.alias_target_at(session, "lm", "production", base + timedelta(hours=36)).version == 2
         assert repo.alias_target_at(session, "lm", "production", base - timedelta(days=1)) is None
         assert repo.get_alias(session, "lm", "production").version == 3
+        assert [v.status for v in repo.list_model_versions(session, "lm")] == [
+            ModelStatus.ARCHIVED, ModelStatus.ARCHIVED, ModelStatus.PRODUCTION]
         repo.rollback_alias(session, name="lm", alias="production", actor="alice")
         assert repo.get_alias(session, "lm", "production").version == 2
+        assert repo.get_model_version(session, "lm", 2).status is ModelStatus.PRODUCTION
+        assert repo.get_model_version(session, "lm", 3).status is ModelStatus.ARCHIVED
         repo.rollback_alias(session, name="lm", alias="production", actor="alice")
         assert repo.get_alias(session, "lm", "production").version == 1
         with pytest.raises(NotFoundError, match="no earlier version"):
@@ -159,6 +160,62 @@ def test_alias_history_answers_what_served_when_and_rollback(store: MetadataStor
         assert [e.model_version.version for e in history] == [1, 2, 3, 2, 1]
         assert [e.is_rollback for e in history] == [False, False, False, True, True]
         assert session.query(AliasEvent).count() == 5  # append-only: nothing was rewritten
+
+
+def test_re_promoting_the_same_version_records_nothing_and_rollback_still_works(store: MetadataStore) -> None:
+    with store.session() as session:
+        v1, v2 = _versions(session, 2)
+        repo.set_alias(session, name="lm", alias="production", model_version_id=v1.id)
+        repo.set_alias(session, name="lm", alias="production", model_version_id=v2.id)
+        assert repo.set_alias(session, name="lm", alias="production", model_version_id=v2.id) is None
+        assert len(repo.alias_history(session, "lm", "production")) == 2
+        repo.rollback_alias(session, name="lm", alias="production", actor="ops")
+        assert repo.get_alias(session, "lm", "production").version == 1
+
+
+def test_an_alias_cannot_point_at_another_models_version(store: MetadataStore) -> None:
+    with store.session() as session:
+        (v1,) = _versions(session, 1)
+        with pytest.raises(NotFoundError, match="model 'other' has no version"):
+            repo.set_alias(session, name="other", alias="production", model_version_id=v1.id)
+
+
+def test_non_finite_values_are_refused_or_nulled_the_same_on_every_backend(store: MetadataStore) -> None:
+    with store.session() as session:
+        run = repo.create_run(session, config={"lr": float("nan")})
+        with pytest.raises(ValueError, match="metric 'loss' at step 3 is nan"):
+            repo.add_step_metrics(session, run.id, [(3, "loss", float("nan"))])
+        repo.finish_run(session, run.run_id, status=RunStatus.FAILED, summary={"final_loss": float("inf")})
+        run_id = run.run_id
+    with store.session() as session:
+        run = repo.get_run(session, run_id)
+        assert run.config == {"lr": None} and run.summary == {"final_loss": None}
+
+
+def test_times_come_back_in_utc_whatever_the_server_zone(store: MetadataStore) -> None:
+    with store.session() as session:
+        run = repo.create_run(session, config={})
+        run_id = run.run_id
+    with store.session() as session:
+        started = repo.get_run(session, run_id).started_at
+        assert started.utcoffset() == timedelta(0)
+        assert abs(datetime.now(UTC) - started) < timedelta(minutes=5)
+
+
+def test_sequence_labels_never_reuse_a_number(store: MetadataStore) -> None:
+    with store.session() as session:
+        for label in ("ds-000001", "ds-000007"):
+            repo.create_dataset_version(session, version=label, manifest_key=f"datasets/{label}/m.json",
+                                        manifest_sha256="a" * 64, tokenizer_id=None, train_tokens=1,
+                                        validation_tokens=1, documents=1, batch_ids=[])
+        assert repo.next_sequence_label(session, DatasetVersion, "ds") == "ds-000008"
+
+
+def test_a_database_migrated_by_a_newer_lmforge_is_named(store: MetadataStore) -> None:
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(MetadataStoreError, match="revision '9999', which this lmforge does not know"):
+        store.ensure_schema()
 
 
 def test_reviews_evaluations_deployments_and_resolution(store: MetadataStore) -> None:

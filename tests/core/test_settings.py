@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from lmforge_core.redact import mask_text, mask_url
-from lmforge_core.settings import load_settings
+from lmforge_core.settings import SettingsFileError, load_settings
 
 
 def test_embedded_defaults_live_in_the_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,6 +39,28 @@ def test_unknown_setting_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "lmforge.toml").write_text('databse_url = "typo"\n')
     with pytest.raises(ValidationError, match="databse_url"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://bob:Zm9v/YmFy+cXV4@db:5432/meta",  # a base64 password holding '/'
+        "bob:Zm9v/YmFy+cXV4@db/meta",  # typed without its scheme
+        "postgresql+psycopg://bob@db/meta?password=Zm9v/YmFy+cXV4",  # libpq's query form
+    ],
+)
+def test_every_password_form_is_masked(url: str) -> None:
+    settings = load_settings(database_url=url)
+    assert "Zm9v" not in str(settings.masked()) and "Zm9v" not in repr(settings)
+    if "://" in url:  # free text can only be scanned for URLs that say they are URLs
+        assert "Zm9v" not in mask_text(f"could not connect to {url}: refused")
+
+
+def test_broken_toml_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lmforge.toml").write_text("model_name = \n")
+    with pytest.raises(SettingsFileError, match="lmforge.toml is not valid TOML"):
         load_settings()
 
 
