@@ -51,7 +51,8 @@ def _render_ingest(c: Console, d: dict[str, Any]) -> None:
     c.print(f"[{colour}]{d['status']}[/]: {d['message']}")
     if d["status"] == "nothing_new":
         return
-    c.print(f"source {d['source_uri']}" + (f"  drop {d['drop']}" if d["drop"] else ""))
+    c.print(f"source {d['source_uri']}" + (f"  drop {d['drop']}" if d["drop"] else "")
+            + (f"  retry of batch {d['retry_of']}" if d["retry_of"] else ""))
     table = Table(title=f"batch {d['batch_id']}: shards")
     for col in ("shard", "status", "read", "accepted", "rejected", "note"):
         table.add_column(col, justify="right" if col in ("read", "accepted", "rejected") else "left")
@@ -101,16 +102,25 @@ def ingest(
         "--all-drops", help="Sample source: take every new drop into one batch instead of the next one.")] = False,
     new_tokenizer: Annotated[bool, typer.Option(
         "--new-tokenizer", help="Train a new tokenizer on this batch instead of reusing the current one.")] = False,
+    retry: Annotated[int | None, typer.Option(
+        "--retry", metavar="BATCH_ID", min=1,
+        help="Re-run the shards of a quarantined or failed batch as a new batch under the current settings.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Ingest new shards: clean, filter, redact, dedup, quality gate, new dataset version.
 
     With no SOURCE_URI the built-in sample source (generated into <workspace>/sample-source on first
-    use) is ingested one dated drop per run. Exits with 1 when the quality gate fails.
+    use) is ingested one dated drop per run. With --retry BATCH_ID the shards of that quarantined or
+    failed batch run again (e.g. after a threshold was fixed). Exits with 1 when the quality gate fails.
     """
     from tasks.ingest.pipeline import run_ingest
+    from tasks.ingest.retry import RetryError, retry_batch
     from tasks.ingest.sources import SourceError
     from tasks.quality.dedup_store import DedupStateError
+
+    if retry is not None and (source_uri is not None or all_drops):
+        raise CliError("--retry takes the shards of the earlier batch; it cannot be combined with SOURCE_URI "
+                       "or --all-drops")
 
     rt = runtime()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -121,7 +131,13 @@ def ingest(
             bar.update(task, description=f"shard {name}", completed=i, total=total)
 
         try:
-            result = run_ingest(rt, source_uri, all_drops=all_drops, new_tokenizer=new_tokenizer, progress=on_shard)
+            if retry is not None:
+                result = retry_batch(rt, retry, new_tokenizer=new_tokenizer, progress=on_shard)
+            else:
+                result = run_ingest(rt, source_uri, all_drops=all_drops, new_tokenizer=new_tokenizer,
+                                    progress=on_shard)
+        except RetryError as exc:
+            raise CliError(str(exc)) from exc
         except SourceError as exc:
             raise CliError(str(exc), "give a folder of .jsonl/.parquet/.txt/.md shards or s3://bucket/prefix") from exc
         except DedupStateError as exc:

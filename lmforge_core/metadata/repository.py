@@ -82,6 +82,33 @@ def add_shard(
     return shard
 
 
+def move_shard(
+    session: Session,
+    shard: SourceShard,
+    *,
+    uri: str,
+    size_bytes: int,
+    batch_id: int,
+    records_read: int,
+    records_accepted: int,
+    error: str | None,
+) -> SourceShard:
+    """Re-record a shard under the batch that re-ran it (a retry), so it counts in exactly one batch."""
+    shard.uri, shard.size_bytes, shard.batch_id, shard.error = uri, size_bytes, batch_id, error
+    shard.records_read, shard.records_accepted = records_read, records_accepted
+    shard.records_rejected = records_read - records_accepted
+    session.flush()
+    return shard
+
+
+def add_batch_stats(session: Session, batch_id: int, **stats: Any) -> DataBatch:
+    """Merge entries into a batch's stats (e.g. ``retried_by`` on a batch that a retry re-ran)."""
+    batch = get_batch(session, batch_id)
+    batch.stats = {**(batch.stats or {}), **stats}
+    session.flush()
+    return batch
+
+
 def create_batch(session: Session, source_uri: str) -> DataBatch:
     batch = DataBatch(source_uri=source_uri, status=BatchStatus.RUNNING, stats={})
     session.add(batch)

@@ -2,7 +2,7 @@
 
 Each split's token stream is every document's tokens followed by EOS, cut into windows of `window`
 tokens; only the very last window of a split is padded (with PAD) so no token is dropped.
-Shards are flat little-endian uint16 (vocabulary <= 65535) or uint32 arrays written to a local
+Shards are flat little-endian uint16 (vocabulary <= 65535) or uint32 arrays appended to a local
 temporary file, then put into the artifact store (which records and verifies their sha256).
 The split is deterministic: a document goes to validation when the first 8 hex digits of its
 sha256, read as a fraction of 2**32, fall below `validation_fraction`.
@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -36,47 +36,54 @@ def dtype_for(vocab_size: int) -> np.dtype:
 
 
 class _SplitWriter:
-    """Fills one split's token stream into a fixed buffer (one shard) and writes it out when full.
+    """Appends one split's token stream to a local shard file and puts the file when it holds a full shard.
 
-    Memory: one shard buffer of `shard_windows * window` tokens in the final dtype, whatever the corpus size.
+    Memory: only the tokens of the document being added; a shard (`shard_windows * window` tokens)
+    is filled on disk, so neither the corpus nor the shard size shows in the process's memory.
     """
 
     def __init__(self, name: str, prefix: str, window: int, shard_windows: int, dtype: np.dtype, pad_id: int,
                  artifacts: ArtifactStore, spool: Path) -> None:
-        self.name, self.prefix, self.window, self.pad_id = name, prefix, window, pad_id
+        self.name, self.prefix, self.window, self.pad_id, self.dtype = name, prefix, window, pad_id, dtype
         self.artifacts, self.spool = artifacts, spool
-        self.buffer = np.empty(window * shard_windows, dtype=dtype)
+        self.capacity = window * shard_windows
         self.filled = 0
         self.documents = 0
         self.shards: list[dict[str, Any]] = []
+        self._path = spool / f"{name}.bin.part"
+        self._handle: BinaryIO | None = None
 
     def add(self, ids: np.ndarray) -> None:
         self.documents += 1
         while len(ids):
-            take = min(len(ids), len(self.buffer) - self.filled)
-            self.buffer[self.filled : self.filled + take] = ids[:take]
+            take = min(len(ids), self.capacity - self.filled)
+            if self._handle is None:
+                self._handle = self._path.open("wb")
+            ids[:take].tofile(self._handle)
             self.filled += take
             ids = ids[take:]
-            if self.filled == len(self.buffer):
-                self._write(self.buffer)
-                self.filled = 0
+            if self.filled == self.capacity:
+                self._put()
 
-    def _write(self, tokens: np.ndarray) -> None:
+    def _put(self) -> None:
+        assert self._handle is not None
+        self._handle.close()
+        self._handle = None
         key = f"{self.prefix}/{self.name}-{len(self.shards):05d}.bin"
-        path = self.spool / f"{self.name}-{len(self.shards):05d}.bin"
-        tokens.tofile(path)
-        info = self.artifacts.put_file(key, path)
-        path.unlink()
-        self.shards.append({"key": key, "sha256": info.sha256, "num_tokens": len(tokens),
-                            "num_windows": len(tokens) // self.window})
+        info = self.artifacts.put_file(key, self._path)
+        self._path.unlink()
+        self.shards.append({"key": key, "sha256": info.sha256, "num_tokens": self.filled,
+                            "num_windows": self.filled // self.window})
+        self.filled = 0
 
     def close(self) -> None:
-        """Write what is left: whole windows, the last one padded with PAD."""
+        """Put what is left: whole windows, the last one padded with PAD."""
         if self.filled:
-            end = self.filled + (-self.filled % self.window)
-            self.buffer[self.filled : end] = self.pad_id
-            self._write(self.buffer[:end])
-            self.filled = 0
+            assert self._handle is not None
+            padding = -self.filled % self.window
+            np.full(padding, self.pad_id, dtype=self.dtype).tofile(self._handle)
+            self.filled += padding
+            self._put()
 
     @property
     def num_tokens(self) -> int:
@@ -122,7 +129,8 @@ def write_dataset(
             for name in SPLITS
         }
         for chunk in _chunks(documents, encode_batch):
-            encodings = tokenizer.tokenizer.encode_batch([text for _, text in chunk], add_special_tokens=False)
+            # the fast variant skips character offsets, which are not needed and cost memory per token.
+            encodings = tokenizer.tokenizer.encode_batch_fast([text for _, text in chunk], add_special_tokens=False)
             for (doc_hash, _), enc in zip(chunk, encodings, strict=True):
                 split = "validation" if doc_hash in forced else split_of(doc_hash, validation_fraction)
                 writers[split].add(np.concatenate([np.asarray(enc.ids, dtype=dtype), eos]))

@@ -1,5 +1,6 @@
 """Ingest stage: sources (local folders, s3:// prefixes), shard readers, the built-in sample source and
-the end-to-end `run_ingest` pipeline (sources -> clean -> dedup -> quality gate -> dataset version).
+the end-to-end `run_ingest` pipeline (sources -> clean -> dedup -> quality gate -> dataset version)
+and `retry_batch`, which re-runs a quarantined or failed batch's shards.
 
 Plain functions live in the modules; `prefect_tasks` holds the thin Prefect entry points.
 May import: lmforge_core, tasks.quality, tasks.tokenizer, tasks.dataset. Never flows/.

@@ -1,13 +1,13 @@
 """One batch in the making: per-shard accounting, the accepted and quarantine spools, the per-document
 table for the quality gate, and the batch profile.
 
-Everything a batch produces is spooled to local files (gzip JSONL) as it streams, so memory holds only
-the per-document numeric table (a few hundred bytes per accepted document) and the dedup index.
+Everything a batch produces is spooled to local files as it streams (gzip JSONL for the documents,
+a SQLite file for the per-document table), so memory holds nothing per document: what grows with
+the batch is on disk, and only the dedup index (kept by the caller) grows in memory.
 """
 
 from __future__ import annotations
 
-import array
 import gzip
 import json
 from collections import Counter
@@ -15,17 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from tasks.ingest.records import Record
 from tasks.quality.assess import Assessment
 from tasks.quality.dedup import DedupDecision
+from tasks.quality.documents_table import SCORES, DocumentsTable
 from tasks.quality.drift import BatchProfile
 from tasks.quality.pii import PII_TYPES
-
-# per-document columns handed to the quality gate (besides doc_hash, source and shard).
-TABLE_SCORES = ("word_count", "mean_word_length", "non_alnum_fraction", "symbol_word_ratio",
-                "dup_line_fraction", "dup_5gram_fraction", "top_2gram_fraction", "longest_word")
 
 
 @dataclass
@@ -63,7 +58,8 @@ class ShardTally:
 class BatchSpool:
     """Accepted documents, quarantined records and the per-document table of one batch."""
 
-    def __init__(self, directory: Path, excerpt_chars: int, length_bins: int, token_buckets: int) -> None:
+    def __init__(self, directory: Path, table_path: Path, excerpt_chars: int, length_bins: int,
+                 token_buckets: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.accepted_path = directory / "accepted.jsonl.gz"
@@ -72,11 +68,8 @@ class BatchSpool:
         self._rejected = gzip.open(self.rejected_path, "wt", encoding="utf-8", compresslevel=3)
         self.excerpt_chars = excerpt_chars
         self.profile = BatchProfile(length_bins, token_buckets)
-        self.doc_hashes: list[str] = []
-        self.sources: list[str] = []
-        self.shards: list[str] = []
-        self.columns: dict[str, array.array] = {name: array.array("d") for name in (*TABLE_SCORES, "chars")}
-        self.pii_columns: dict[str, array.array] = {kind: array.array("l") for kind in PII_TYPES}
+        self.documents = DocumentsTable(table_path)
+        self.pii_totals: Counter[str] = Counter(dict.fromkeys(PII_TYPES, 0))
         self.rejected_count = 0
 
     def accept(self, record: Record, assessment: Assessment) -> None:
@@ -91,14 +84,10 @@ class BatchSpool:
             "pii": assessment.pii,
             "text": assessment.text,
         }, ensure_ascii=False) + "\n")
-        self.doc_hashes.append(assessment.doc_hash)
-        self.sources.append(record.source or record.shard)
-        self.shards.append(record.shard)
-        for name in TABLE_SCORES:
-            self.columns[name].append(assessment.scores[name])
-        self.columns["chars"].append(len(assessment.text))
-        for kind in PII_TYPES:
-            self.pii_columns[kind].append(assessment.pii[kind])
+        pii = [assessment.pii[kind] for kind in PII_TYPES]
+        self.pii_totals.update(assessment.pii)
+        self.documents.add(assessment.doc_hash, record.source or record.shard, record.shard,
+                           [*(assessment.scores[name] for name in SCORES), len(assessment.text), *pii, sum(pii)])
         assert assessment.bucket_ids is not None and assessment.bucket_counts is not None
         self.profile.add(int(assessment.scores["word_count"]), assessment.bucket_ids, assessment.bucket_counts)
 
@@ -127,18 +116,7 @@ class BatchSpool:
     def close(self) -> None:
         self._accepted.close()
         self._rejected.close()
-
-    @property
-    def accepted_count(self) -> int:
-        return len(self.doc_hashes)
-
-    def table(self) -> pd.DataFrame:
-        data: dict[str, Any] = {"doc_hash": self.doc_hashes, "source": self.sources, "shard": self.shards}
-        data.update({name: list(col) for name, col in self.columns.items()})
-        data.update({f"pii_{kind}": list(col) for kind, col in self.pii_columns.items()})
-        frame = pd.DataFrame(data)
-        frame["pii_total"] = sum(frame[f"pii_{kind}"] for kind in PII_TYPES) if len(frame) else []
-        return frame
+        self.documents.close()
 
     def accepted_documents(self) -> Any:
         """Iterate (doc_hash, text) of the accepted documents, in acceptance order."""

@@ -2,7 +2,8 @@
 
 Which shards form the batch:
 - every shard is identified by its sha256; shards already recorded in the metadata store (ingested,
-  failed or quarantined alike) are skipped, so a re-run with nothing new ingests nothing and says so;
+  failed or quarantined alike) are skipped, so a re-run with nothing new ingests nothing and says so
+  (a quarantined batch's shards run again only through `retry.retry_batch`);
 - with the built-in sample source (no URI given) one batch is the next not-yet-ingested *drop*
   (top-level folder such as ``day-03-data-formats-text``), so consecutive nightly runs see one new
   topic each; ``all_drops=True`` (and any explicit URI) takes every new shard into one batch.
@@ -23,7 +24,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,11 @@ from lmforge_core.metadata.models import BatchStatus, DatasetVersion, TokenizerV
 from lmforge_core.runtime import Runtime
 from tasks.dataset.packing import manifest_bytes, split_of, write_dataset
 from tasks.ingest.batch import BatchSpool, ShardTally
+from tasks.ingest.known_shards import Retry, link_retry, record_shard, skip_reason
 from tasks.ingest.processing import Assessors, process_shard
 from tasks.ingest.records import ShardError
 from tasks.ingest.sample import write_sample
-from tasks.ingest.sources import ShardRef, open_source
+from tasks.ingest.sources import ShardRef, Source, open_source
 from tasks.quality.dedup_store import DedupStore
 from tasks.quality.drift import jensen_shannon
 from tasks.quality.gate import GateResult, run_gate
@@ -70,6 +72,7 @@ class IngestResult:
     data_docs_key: str | None = None
     remaining_drops: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    retry_of: int | None = None  # the quarantined or failed batch whose shards this batch re-ran
 
     @property
     def gate_failed(self) -> bool:
@@ -190,17 +193,31 @@ def run_ingest(
     progress: Progress | None = None,
 ) -> IngestResult:
     """Ingest the new shards of a source into one batch; see the module docstring for the rules."""
-    cfg = runtime.settings.data
-    timings: dict[str, float] = {}
     started = time.perf_counter()
     drop_mode = source_uri is None and not all_drops
     if source_uri is None:
         source_uri = str(ensure_sample_source(runtime))
-    work_root = runtime.settings.workspace / "tmp"
-    work_root.mkdir(parents=True, exist_ok=True)
-    source = open_source(source_uri, s3_client=s3_client, spool_dir=work_root)
+    source = open_source(source_uri, s3_client=s3_client, spool_dir=work_dir(runtime))
     shards = _select_shards(source.list_shards(), drop_mode)
+    return ingest_shards(runtime, source, shards, drop_mode=drop_mode, new_tokenizer=new_tokenizer,
+                         progress=progress, started=started)
 
+
+def work_dir(runtime: Runtime) -> Path:
+    """Local scratch space of the ingest stage (spools, downloaded shards)."""
+    folder = runtime.settings.workspace / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def ingest_shards(runtime: Runtime, source: Source, shards: list[ShardRef], *, drop_mode: bool = False,
+                  new_tokenizer: bool = False, progress: Progress | None = None, retry: Retry | None = None,
+                  started: float | None = None) -> IngestResult:
+    """Process `shards` of `source` as one new batch (the shards already ingested are skipped)."""
+    cfg = runtime.settings.data
+    timings: dict[str, float] = {}
+    started = time.perf_counter() if started is None else started
+    work_root = work_dir(runtime)
     _abandon_stale_batches(runtime)
     store = DedupStore(runtime.artifacts, cfg.dedup)
     index = store.load(_is_committed(runtime))
@@ -208,8 +225,8 @@ def run_ingest(
 
     batch_id: int | None = None  # created with the first new shard: a run with nothing new records nothing
     spool_dir = work_root / f"ingest-{uuid.uuid4().hex[:12]}"
-    spool = BatchSpool(spool_dir, cfg.quarantine_excerpt_chars, cfg.gate.length_histogram_bins,
-                       cfg.gate.token_histogram_buckets)
+    spool = BatchSpool(spool_dir, spool_dir / "documents.sqlite", cfg.quarantine_excerpt_chars,
+                       cfg.gate.length_histogram_bins, cfg.gate.token_histogram_buckets)
     tallies: list[ShardTally] = []
     skipped: list[ShardTally] = []
     dedup_counts: dict[str, int] = Counter(checked=0, exact_duplicate=0, near_duplicate=0)
@@ -231,12 +248,9 @@ def run_ingest(
                     with source.fetch(shard) as fetched:
                         tally.sha256, tally.size = fetched.sha256, fetched.size
                         with runtime.metadata.session() as session:
-                            known = repo.find_shard(session, fetched.sha256)
-                            known_where = f"batch {known.batch_id}" if known else None
-                        if known_where or fetched.sha256 in seen_this_run:
-                            tally.status = "skipped"
-                            tally.skipped_because = (f"already ingested in {known_where}" if known_where
-                                                     else f"same bytes as {seen_this_run[fetched.sha256]}")
+                            reason = skip_reason(session, shard.name, fetched.sha256, seen_this_run, retry)
+                        if reason:
+                            tally.status, tally.skipped_because = "skipped", reason
                             skipped.append(tally)
                             continue
                         seen_this_run[fetched.sha256] = shard.name
@@ -258,7 +272,8 @@ def run_ingest(
             )
         return _finish(runtime, source.uri, batch_id, _batch_label(batch_id), spool, tallies, skipped, dedup_counts, index, store,
                        drop=chosen_drop if drop_mode else None, remaining=drops_with_new,
-                       new_tokenizer=new_tokenizer, timings=timings, started=started)
+                       new_tokenizer=new_tokenizer, timings=timings, started=started,
+                       retry_of=retry.batch_id if retry else None)
     except BaseException:
         spool.close()
         raise
@@ -269,7 +284,7 @@ def run_ingest(
 def _finish(runtime: Runtime, source_uri: str, batch_id: int, label: str, spool: BatchSpool,
             tallies: list[ShardTally], skipped: list[ShardTally], dedup_counts: dict[str, int], index: Any,
             store: DedupStore, *, drop: str | None, remaining: list[str], new_tokenizer: bool,
-            timings: dict[str, float], started: float) -> IngestResult:
+            timings: dict[str, float], started: float, retry_of: int | None) -> IngestResult:
     cfg = runtime.settings.data
     read = sum(t.read for t in tallies)
     accepted = sum(t.accepted for t in tallies)
@@ -281,7 +296,7 @@ def _finish(runtime: Runtime, source_uri: str, batch_id: int, label: str, spool:
         status="accepted", source_uri=source_uri, message="", batch_id=batch_id, drop=drop,
         shards=[t.to_dict() for t in tallies + skipped], records_read=read, records_accepted=accepted,
         rejected=dict(sorted(rejects.items())), shard_failures=dict(shard_failures), remaining_drops=remaining,
-        timings=timings,
+        timings=timings, retry_of=retry_of,
     )
     profile = spool.profile.to_dict()
     result.figures = _figures(runtime, batch_id, read, accepted, spool.rejected_count, dedup_counts, profile)
@@ -296,7 +311,7 @@ def _finish(runtime: Runtime, source_uri: str, batch_id: int, label: str, spool:
         passed = False
     else:
         t0 = time.perf_counter()
-        gate = run_gate(runtime.settings.workspace, cfg, spool.table(), result.figures, label)
+        gate = run_gate(runtime.settings.workspace, cfg, spool.documents.path, result.figures, label)
         timings["gate_s"] = time.perf_counter() - t0
         passed = gate.success
         result.data_docs_key = _upload_data_docs(runtime, gate, label)
@@ -314,8 +329,10 @@ def _finish(runtime: Runtime, source_uri: str, batch_id: int, label: str, spool:
         "shards": [t.to_dict() for t in tallies],
         "skipped_shards": len(skipped),
         "shard_failures": dict(shard_failures),
-        "pii": {k: int(sum(v)) for k, v in spool.pii_columns.items()},
+        "pii": dict(spool.pii_totals),
     }
+    if retry_of is not None:
+        stats["retry_of"] = retry_of
 
     if not passed:
         if accepted:
@@ -328,9 +345,8 @@ def _finish(runtime: Runtime, source_uri: str, batch_id: int, label: str, spool:
         status = BatchStatus.QUARANTINED if gate is not None else BatchStatus.FAILED
         with runtime.metadata.session() as session:
             for t in _recordable(tallies):
-                repo.add_shard(session, uri=t.uri, sha256=t.sha256 or "", size_bytes=t.size, batch_id=batch_id,
-                               records_read=t.read, records_accepted=0, records_rejected=t.read,
-                               error=f"{t.error_reason}: {t.error}" if t.error_reason else None)
+                record_shard(session, t, batch_id, accepted=0)
+            link_retry(session, retry_of, batch_id)
             _record_validations(session, batch_id, gate, result.data_docs_key)
             repo.finish_batch(session, batch_id, status=status, records_read=read, records_accepted=0,
                               rejects=gate_rejects, quarantine_key=quarantine_keys[0] if quarantine_keys else None,
@@ -359,7 +375,7 @@ def _finish(runtime: Runtime, source_uri: str, batch_id: int, label: str, spool:
         result.tokenizer_trained = True
         timings["tokenizer_train_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    forced = _forced_validation(spool.doc_hashes, cfg.validation_fraction)
+    forced = _forced_validation(spool.documents.doc_hashes(), cfg.validation_fraction)
     manifest, manifest_key = write_dataset(
         runtime.artifacts, ds_label, spool.accepted_documents(), tokenizer, window=cfg.window,
         validation_fraction=cfg.validation_fraction, shard_windows=cfg.shard_max_windows,
@@ -380,10 +396,8 @@ def _finish(runtime: Runtime, source_uri: str, batch_id: int, label: str, spool:
                 vocab_size=tokenizer.vocab_size, trained_on={"batch_id": batch_id, "documents": accepted},
             ).id
         for t in _recordable(tallies):
-            repo.add_shard(session, uri=t.uri, sha256=t.sha256 or "", size_bytes=t.size, batch_id=batch_id,
-                           records_read=t.read, records_accepted=t.accepted,
-                           records_rejected=sum(t.rejected.values()),
-                           error=f"{t.error_reason}: {t.error}" if t.error_reason else None)
+            record_shard(session, t, batch_id, accepted=t.accepted)
+        link_retry(session, retry_of, batch_id)
         _record_validations(session, batch_id, gate, result.data_docs_key)
         repo.create_dataset_version(
             session, version=ds_label, manifest_key=manifest_key, manifest_sha256=manifest_info.sha256,
@@ -412,11 +426,20 @@ def _recordable(tallies: list[ShardTally]) -> list[ShardTally]:
     return [t for t in tallies if t.sha256 is not None]
 
 
-def _forced_validation(doc_hashes: list[str], fraction: float) -> set[str]:
-    """A small batch whose hashes put nothing into validation still gets its lowest-hash document there."""
-    if fraction <= 0 or len(doc_hashes) < 2 or any(split_of(h, fraction) == "validation" for h in doc_hashes):
+def _forced_validation(doc_hashes: Iterable[str], fraction: float) -> set[str]:
+    """A small batch whose hashes put nothing into validation still gets its lowest-hash document there.
+
+    One pass over the hashes (streamed from the documents table), keeping only the smallest.
+    """
+    if fraction <= 0:
         return set()
-    return {min(doc_hashes)}
+    count, lowest = 0, None
+    for doc_hash in doc_hashes:
+        if split_of(doc_hash, fraction) == "validation":
+            return set()
+        count += 1
+        lowest = doc_hash if lowest is None else min(lowest, doc_hash)
+    return {lowest} if count >= 2 and lowest is not None else set()
 
 
 def _record_validations(session: Any, batch_id: int, gate: GateResult | None, report_key: str | None) -> None:

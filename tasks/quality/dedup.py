@@ -6,6 +6,7 @@ is compared with the whole history and with the earlier documents of its own bat
 Persistence (snapshot + journal in the artifact store) lives in `dedup_store`.
 """
 
+import sys
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -77,9 +78,9 @@ class DedupIndex:
         """Append one accepted document."""
         idx = len(self._doc_ids)
         if idx == len(self._sigs):
-            grown = np.zeros((2 * len(self._sigs), self.num_perm), dtype=np.uint32)
-            grown[:idx] = self._sigs
-            self._sigs = grown
+            # in place (realloc, which moves pages rather than copying them): growing must not hold the old
+            # and the new array at once. No view of the array outlives the call that made it (see `entries`).
+            self._sigs.resize((2 * len(self._sigs), self.num_perm), refcheck=False)
         self._sigs[idx] = sig
         self._exact.setdefault(exact_key, idx)
         for table, key in zip(self._band_tables, self._band_keys(sig), strict=True):
@@ -98,10 +99,25 @@ class DedupIndex:
             self.add(bytes(key), sig, doc_id)
 
     def entries(self, start: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(exact keys as N x 16 uint8, signatures as N x num_perm uint32, doc ids) from `start` on."""
+        """(exact keys as N x 16 uint8, signatures as N x num_perm uint32, doc ids) from `start` on.
+
+        The signatures are a read-only view of the index's own array (no copy: persisting the index
+        must not double its memory); it is valid until the next `add`.
+        """
         end = len(self._doc_ids)
         keys = np.frombuffer(b"".join(self._exact_keys[start:end]), dtype=np.uint8).reshape(-1, 16)
-        return keys, self._sigs[start:end].copy(), list(self._doc_ids[start:end])
+        sigs = self._sigs[start:end]
+        sigs.flags.writeable = False
+        return keys, sigs, self._doc_ids[start:end]
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes the index holds (arrays, tables, keys, ids); what the ingest benchmark reports."""
+        ints = sum(sys.getsizeof(key) for table in self._band_tables for key in table)
+        tables = sum(sys.getsizeof(table) for table in self._band_tables)
+        shared = sum(sys.getsizeof(v) for table in self._band_tables for v in table.values() if isinstance(v, list))
+        strings = sum(sys.getsizeof(k) for k in self._exact_keys) + sum(sys.getsizeof(d) for d in self._doc_ids)
+        containers = sys.getsizeof(self._exact) + sys.getsizeof(self._exact_keys) + sys.getsizeof(self._doc_ids)
+        return self._sigs.nbytes + ints + tables + shared + strings + containers + 28 * len(self)
 
     def staged_count(self) -> int:
         return len(self._doc_ids) - self.committed

@@ -3,7 +3,7 @@
 Layout (keys under ``dedup/``):
 - ``dedup/snapshot.npz``: every committed entry (exact keys N x 16 uint8, MinHash signatures
   N x num_perm uint32, doc ids) plus a JSON header naming the MinHash parameters and the batch ids
-  the snapshot contains. Written atomically (``open_write`` commits on clean exit only).
+  the snapshot contains. Encoded into a local file, then put (the store's puts are atomic).
 - ``dedup/journal/<batch id>.npz``: the entries one batch staged, written *before* the metadata
   transaction that marks the batch accepted.
 
@@ -21,9 +21,10 @@ leaves nothing behind. Hence no document is ever admitted twice and none is lost
 Single writer: one ingest at a time per workspace (the nightly flow runs with concurrency 1).
 """
 
-import io
 import json
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -43,22 +44,29 @@ def _params(cfg: DedupConfig) -> dict[str, float | int]:
     return {"num_perm": cfg.num_perm, "shingle_size": cfg.shingle_size, "seed": cfg.seed}
 
 
-def _encode(keys: np.ndarray, sigs: np.ndarray, doc_ids: list[str], header: dict) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        exact_keys=keys.astype(np.uint8).reshape(-1, 16),
-        signatures=sigs.astype(np.uint32),
-        doc_ids=np.array(doc_ids, dtype=np.str_) if doc_ids else np.zeros(0, dtype="<U1"),
-        header=np.array(json.dumps(header)),
-    )
-    return buffer.getvalue()
+def _write_npz(artifacts: ArtifactStore, key: str, keys: np.ndarray, sigs: np.ndarray, doc_ids: list[str],
+               header: dict) -> None:
+    """Encode into a local temporary file, then put it: no in-memory copy of the encoded index."""
+    with tempfile.TemporaryDirectory(prefix="lmforge-dedup-") as tmp:
+        path = Path(tmp) / "index.npz"
+        np.savez(
+            path,
+            exact_keys=keys.astype(np.uint8, copy=False).reshape(-1, 16),
+            signatures=sigs.astype(np.uint32, copy=False),
+            doc_ids=np.array(doc_ids, dtype=np.str_) if doc_ids else np.zeros(0, dtype="<U1"),
+            header=np.array(json.dumps(header)),
+        )
+        artifacts.put_file(key, path)
 
 
-def _decode(data: bytes) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        header = json.loads(str(npz["header"]))
-        return npz["exact_keys"], npz["signatures"], [str(x) for x in npz["doc_ids"]], header
+def _read_npz(artifacts: ArtifactStore, key: str) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
+    """Fetch into a local temporary file (the store verifies its sha256) and decode array by array."""
+    with tempfile.TemporaryDirectory(prefix="lmforge-dedup-") as tmp:
+        path = Path(tmp) / "index.npz"
+        artifacts.get_file(key, path)
+        with np.load(path, allow_pickle=False) as npz:
+            header = json.loads(str(npz["header"]))
+            return npz["exact_keys"], npz["signatures"], [str(x) for x in npz["doc_ids"]], header
 
 
 class DedupStore:
@@ -82,7 +90,7 @@ class DedupStore:
         index = DedupIndex(self.cfg.num_perm, self.cfg.near_duplicate_threshold)
         self.batches = []
         if self.artifacts.exists(SNAPSHOT_KEY):
-            keys, sigs, ids, header = _decode(self.artifacts.get_bytes(SNAPSHOT_KEY))
+            keys, sigs, ids, header = _read_npz(self.artifacts, SNAPSHOT_KEY)
             self._check_params(header, SNAPSHOT_KEY)
             index.add_many(keys, sigs, ids)
             self.batches = list(header["batches"])
@@ -92,7 +100,7 @@ class DedupStore:
             if batch_id in self.batches:
                 self.artifacts.delete(info.key)
             elif is_committed(batch_id):
-                keys, sigs, ids, header = _decode(self.artifacts.get_bytes(info.key))
+                keys, sigs, ids, header = _read_npz(self.artifacts, info.key)
                 self._check_params(header, info.key)
                 index.add_many(keys, sigs, ids)
                 self.batches.append(batch_id)
@@ -112,7 +120,7 @@ class DedupStore:
         """Step 2: persist the batch's staged entries before its metadata commit."""
         keys, sigs, ids = index.entries(index.committed)
         header = {"params": _params(self.cfg), "batch": batch_id}
-        self.artifacts.put_bytes(f"{JOURNAL_PREFIX}{batch_id}.npz", _encode(keys, sigs, ids, header))
+        _write_npz(self.artifacts, f"{JOURNAL_PREFIX}{batch_id}.npz", keys, sigs, ids, header)
 
     def commit(self, index: DedupIndex, batch_id: str) -> None:
         """Step 4: fold the batch into the snapshot and drop its journal."""
@@ -124,5 +132,4 @@ class DedupStore:
     def _write_snapshot(self, index: DedupIndex) -> None:
         keys, sigs, ids = index.entries(0)
         header = {"params": _params(self.cfg), "batches": self.batches}
-        with self.artifacts.open_write(SNAPSHOT_KEY) as handle:
-            handle.write(_encode(keys, sigs, ids, header))
+        _write_npz(self.artifacts, SNAPSHOT_KEY, keys, sigs, ids, header)

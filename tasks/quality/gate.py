@@ -1,9 +1,12 @@
 """The quality gate: Great Expectations 1.x (GX Core) over a batch's documents and batch-level figures.
 
 GX objects (kept in a file-backed Data Context at ``<workspace>/gx/``):
-- data source ``lmforge`` (pandas) with two dataframe assets, ``batch_documents`` (one row per
-  accepted document) and ``batch_figures`` (one row: reject rate, duplicate rate, volume ratio and
-  the Jensen-Shannon divergences against the previous accepted batch);
+- data source ``lmforge_documents`` (SQLite) whose table asset ``batch_documents`` is the batch's
+  per-document table (one row per accepted document, streamed to a file by `documents_table`); the
+  data source is re-pointed at each batch's file, and the expectations run as SQL queries there, so
+  validating a batch costs no memory per document;
+- data source ``lmforge`` (pandas) with the dataframe asset ``batch_figures`` (one row: reject rate,
+  duplicate rate, volume ratio and the Jensen-Shannon divergences against the previous accepted batch);
 - two Expectation Suites built here, in the repository, from `GateConfig` thresholds
   (`document_expectations`, `figure_expectations`), re-saved on every run so the context always
   matches the settings;
@@ -23,9 +26,11 @@ from typing import Any
 import pandas as pd
 
 from lmforge_core.config.data import DataConfig
+from tasks.quality.documents_table import TABLE
 
 DATA_SOURCE = "lmforge"
-DOCUMENTS = "batch_documents"
+DOCUMENTS_SOURCE = "lmforge_documents"
+DOCUMENTS = TABLE
 FIGURES = "batch_figures"
 SITE_DIR = Path("uncommitted/data_docs/local_site")
 
@@ -120,28 +125,40 @@ def open_context(gx_root: Path) -> Any:
     return context
 
 
-def _ensure(context: Any, cfg: DataConfig) -> dict[str, Any]:
-    """Create or update the data source, assets, suites, validation definitions and checkpoints."""
-    import great_expectations as gx
-
+def _batch_definitions(context: Any, documents_db: Path) -> dict[str, Any]:
+    """The whole-table batch definition of each table, the documents one pointing at `documents_db`."""
     try:
-        source = context.data_sources.get(DATA_SOURCE)
+        figures_source = context.data_sources.get(DATA_SOURCE)
     except (KeyError, ValueError):
-        source = context.data_sources.add_pandas(DATA_SOURCE)
-    checkpoints = {}
-    for table, build in ((DOCUMENTS, document_expectations), (FIGURES, figure_expectations)):
+        figures_source = context.data_sources.add_pandas(DATA_SOURCE)
+    documents_source = context.data_sources.add_or_update_sqlite(
+        DOCUMENTS_SOURCE, connection_string=f"sqlite:///{documents_db.resolve()}", create_temp_table=False)
+    definitions = {}
+    for table, source in ((DOCUMENTS, documents_source), (FIGURES, figures_source)):
         try:
             asset = source.get_asset(table)
         except LookupError:
-            asset = source.add_dataframe_asset(name=table)
+            asset = (source.add_table_asset(table, table_name=table) if table == DOCUMENTS
+                     else source.add_dataframe_asset(name=table))
         try:
-            batch_definition = asset.get_batch_definition("whole")
+            definitions[table] = asset.get_batch_definition("whole")
         except (KeyError, ValueError, LookupError):
-            batch_definition = asset.add_batch_definition_whole_dataframe("whole")
+            definitions[table] = (asset.add_batch_definition_whole_table("whole") if table == DOCUMENTS
+                                  else asset.add_batch_definition_whole_dataframe("whole"))
+    return definitions
+
+
+def _ensure(context: Any, cfg: DataConfig, documents_db: Path) -> dict[str, Any]:
+    """Create or update the data sources, assets, suites, validation definitions and checkpoints."""
+    import great_expectations as gx
+
+    checkpoints = {}
+    batch_definitions = _batch_definitions(context, documents_db)
+    for table, build in ((DOCUMENTS, document_expectations), (FIGURES, figure_expectations)):
         suite = gx.ExpectationSuite(name=f"lmforge_{table}", expectations=build(cfg))
         suite = context.suites.add_or_update(suite)
         definition = context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=f"lmforge_{table}", data=batch_definition, suite=suite)
+            gx.ValidationDefinition(name=f"lmforge_{table}", data=batch_definitions[table], suite=suite)
         )
         checkpoints[table] = context.checkpoints.add_or_update(
             gx.Checkpoint(
@@ -174,18 +191,21 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def run_gate(gx_root: Path, cfg: DataConfig, documents: pd.DataFrame, figures: dict[str, Any],
+def run_gate(gx_root: Path, cfg: DataConfig, documents_db: Path, figures: dict[str, Any],
              run_name: str) -> GateResult:
-    """Validate both tables; the result lists every expectation with its observed value."""
+    """Validate the documents table in SQLite file `documents_db` and the one-row figures table.
+
+    The result lists every expectation with its observed value.
+    """
     import great_expectations as gx
 
     context = open_context(gx_root)
-    checkpoints = _ensure(context, cfg)
-    tables = {DOCUMENTS: documents, FIGURES: pd.DataFrame([figures])}
+    checkpoints = _ensure(context, cfg, documents_db)
+    parameters: dict[str, dict[str, Any] | None] = {DOCUMENTS: None, FIGURES: {"dataframe": pd.DataFrame([figures])}}
     suites = []
-    for table, frame in tables.items():
+    for table, batch_parameters in parameters.items():
         run_id = gx.RunIdentifier(run_name=f"{run_name}-{table}")
-        outcome = checkpoints[table].run(batch_parameters={"dataframe": frame}, run_id=run_id)
+        outcome = checkpoints[table].run(batch_parameters=batch_parameters, run_id=run_id)
         for validation in outcome.run_results.values():
             suite = SuiteOutcome(
                 suite=f"lmforge_{table}",
