@@ -70,10 +70,14 @@ def _render_ingest(c: Console, d: dict[str, Any]) -> None:
         def fmt(v: Any) -> str:
             return "n/a" if v is None else f"{v:.3f}"
 
+        drift = (
+            "no previous batch to compare with"
+            if f["previous_batch_id"] is None
+            else f"vs previous batch {f['previous_batch_id']}: volume x{fmt(f['volume_ratio'])}, "
+            f"length JSD {fmt(f['length_jsd'])}, token JSD {fmt(f['token_jsd'])}"
+        )
         c.print(f"reject rate {fmt(f['reject_rate'])}, duplicate rate {fmt(f['duplicate_rate'])} "
-                f"(exact {f['exact_duplicates']}, near {f['near_duplicates']}), vs previous batch "
-                f"{f['previous_batch_id'] or 'none'}: volume x{fmt(f['volume_ratio'])}, "
-                f"length JSD {fmt(f['length_jsd'])}, token JSD {fmt(f['token_jsd'])}")
+                f"(exact {f['exact_duplicates']}, near {f['near_duplicates']}), {drift}")
     gate = d["gate"]
     if gate is not None:
         c.print("quality gate: " + ("[green]passed[/]" if gate["success"] else "[red]failed[/]"))
