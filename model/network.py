@@ -30,17 +30,22 @@ class RMSNorm(nn.Module):
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of shape (length, head_dim), rotate-half layout (both halves share frequencies)."""
+    """cos and signed sin of shape (length, 1, head_dim), rotate-half layout (both halves share
+    frequencies); the sin table carries rotate-half's sign, ``[-sin, sin]``, so no negation is needed."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    sin = freqs.sin()
+    return emb.cos()[:, None], torch.cat((-sin, sin), dim=-1)[:, None]
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, H, T, D) by position; ``cos``/``sin`` are (T, D)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    """Rotate (B, T, H, D) by position; ``cos``/``sin`` are (T, 1, D) from :func:`rope_tables`.
+
+    Rotate-half is ``[-x2, x1]``: here a swap of the halves (one copy) times the signed sin table.
+    """
+    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
+    return torch.addcmul(x * cos, swapped, sin)
 
 
 class LayerCache:
@@ -85,9 +90,10 @@ class Attention(nn.Module):
                 cache: LayerCache | None = None, start_pos: int = 0) -> torch.Tensor:
         b, t, _ = x.shape
         q_size, kv_size = self.n_heads * self.head_dim, self.kv_heads * self.head_dim
-        q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        q = apply_rope(q.view(b, t, self.n_heads, self.head_dim).transpose(1, 2), cos, sin)
-        k = apply_rope(k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
+        qk, v = self.wqkv(x).split([q_size + kv_size, kv_size], dim=-1)
+        # q and k rotated in one op, in (B, T, heads, D) layout: SDPA takes the transposed views as they are
+        qk = apply_rope(qk.view(b, t, self.n_heads + self.kv_heads, self.head_dim), cos, sin)
+        q, k = qk.transpose(1, 2).split([self.n_heads, self.kv_heads], dim=1)
         v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(k, v, start_pos)
