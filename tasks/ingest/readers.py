@@ -24,6 +24,18 @@ _SNIFF = 8192
 _EXCERPT = 2000
 
 
+
+def _text_rejection(shard: str, position: int, text: object, excerpt: str) -> Record | None:
+    """The rejection for a record whose text is missing, not a string or blank (JSONL and Parquet alike)."""
+    if text is None:
+        return Record(shard, position, reason=Reason.MISSING_TEXT, detail="'text' is missing or null", excerpt=excerpt)
+    if not isinstance(text, str):
+        return Record(shard, position, reason=Reason.NON_STRING_TEXT, detail=f"'text' is {type(text).__name__}",
+                      excerpt=excerpt)
+    if not text.strip():
+        return Record(shard, position, reason=Reason.EMPTY_TEXT, detail="'text' is empty or blank")
+    return None
+
 def shard_format(name: str) -> tuple[str, str | None]:
     """(format, compression) from a shard name: format in jsonl/parquet/text/unknown."""
     lower = name.lower()
@@ -91,18 +103,9 @@ def _jsonl_record(shard: str, position: int, line: bytes) -> Record:
             shard, position, reason=Reason.NOT_AN_OBJECT, detail=type(obj).__name__, excerpt=decoded[:_EXCERPT]
         )
     text = obj.get("text")
-    if "text" not in obj or text is None:
-        return Record(shard, position, reason=Reason.MISSING_TEXT, detail="no 'text' field", excerpt=decoded[:_EXCERPT])
-    if not isinstance(text, str):
-        return Record(
-            shard,
-            position,
-            reason=Reason.NON_STRING_TEXT,
-            detail=f"'text' is {type(text).__name__}",
-            excerpt=decoded[:_EXCERPT],
-        )
-    if not text.strip():
-        return Record(shard, position, reason=Reason.EMPTY_TEXT, detail="'text' is empty or blank")
+    rejected = _text_rejection(shard, position, text, excerpt=decoded[:_EXCERPT])
+    if rejected is not None:
+        return rejected
     meta = obj.get("meta")
     return Record(
         shard,
@@ -195,18 +198,9 @@ def read_parquet(path: Path, shard: str, text_column: str) -> Iterator[Record]:
             columns = {name: batch.column(name).to_pylist() for name in wanted}
             for i, text in enumerate(columns[text_column]):
                 position += 1
-                if text is None:
-                    yield Record(shard, position, reason=Reason.MISSING_TEXT, detail="null text")
-                elif not isinstance(text, str):
-                    yield Record(
-                        shard,
-                        position,
-                        reason=Reason.NON_STRING_TEXT,
-                        detail=f"text is {type(text).__name__}",
-                        excerpt=repr(text)[:_EXCERPT],
-                    )
-                elif not text.strip():
-                    yield Record(shard, position, reason=Reason.EMPTY_TEXT, detail="text is blank")
+                rejected = _text_rejection(shard, position, text, excerpt=repr(text)[:_EXCERPT])
+                if rejected is not None:
+                    yield rejected
                 else:
                     yield Record(
                         shard,
