@@ -13,10 +13,6 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from flows.cli_common import CliError, console, emit, runtime
 from lmforge_core.metadata import repository as repo
-from model.data import DataError
-from model.hf_interop import export_hf, import_hf
-from model.weights import WeightsError, read_weights_config
-from tasks.train.run import TrainingError, resume_training, run_training
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -51,6 +47,8 @@ def _render(c: Console, d: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    """Add the training commands. They import torch and the training stack only when run, so that
+    `lmforge status` and the other commands start without paying for it."""
     @app.command()
     def train(
         model_config: Annotated[str | None, typer.Option("--model-config", help="named shape: tiny, 20m, 125m, 1b, 7b, 30b")] = None,
@@ -62,6 +60,10 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Train (continual: new data + replay) and record a run and a new candidate model version."""
+        from model.data import DataError
+        from model.weights import WeightsError
+        from tasks.train.run import TrainingError, resume_training, run_training
+
         rt = runtime()
         total = steps or rt.settings.train.steps
         try:
@@ -85,6 +87,8 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Write a model version as a Hugging Face Llama checkpoint."""
+        from model.hf_interop import export_hf
+
         rt = runtime()
         with rt.metadata.session() as session:
             version = repo.resolve_model_version(session, rt.settings.model_name, model_version)
@@ -104,6 +108,9 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Convert a Llama checkpoint into lmforge weights (continue from it with `train --from DIR`)."""
+        from model.hf_interop import import_hf
+        from model.weights import WeightsError, read_weights_config
+
         rt = runtime()
         out = rt.settings.workspace / "imports" / directory.resolve().name
         try:
