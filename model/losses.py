@@ -4,7 +4,7 @@ The plain path materialises the full (tokens x vocab) logits, their softmax and 
 buffers of 64 MiB each for a batch of 8 x 256 tokens and a vocabulary of 8192. Here each chunk's
 logits are turned into the loss *and* the gradients for the hidden states and the head weight in the
 forward pass itself (the loss is the last op, so its gradient is known up to the scalar ``grad_output``);
-backward only rescales. Peak memory drops to one chunk of logits, and the softmax/one-hot subtraction
+backward only rescales, and not even that when ``grad_output`` is 1. Peak memory drops to one chunk of logits, and the softmax/one-hot subtraction
 happens in place.
 
 Chunks of 512 rows keep each logits buffer at 16 MiB: glibc serves blocks under its 32 MiB mmap ceiling
@@ -29,9 +29,11 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         mask = targets != IGNORE_INDEX
         all_valid = bool(mask.all())
         n_valid = mask.sum().clamp(min=1)
+        inv_n = 1.0 / n_valid.float()
         safe_targets = targets.clamp(min=0)
         grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros_like(weight, dtype=torch.float32)
+        # fp32 accumulation under bf16/fp16; in fp32 the first chunk's product is written in place (no zero fill)
+        grad_weight = torch.empty_like(weight, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, n_rows, chunk):
             h = hidden[start : start + chunk]
@@ -43,8 +45,9 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             probs = logits.sub_(peak).exp_()
             norm = probs.sum(dim=-1, keepdim=True)
             row_loss = norm.log().squeeze(1) - (picked - peak.squeeze(1))
-            probs.div_(norm)
-            probs.scatter_add_(1, t, torch.full(t.shape, -1.0, dtype=probs.dtype, device=probs.device))
+            # gradient of the mean loss: (softmax - onehot) / n_valid, the 1/n folded into the normalisation
+            probs.div_(norm * n_valid)
+            probs.scatter_add_(1, t, (-inv_n).expand(t.shape).to(probs.dtype))
             if not all_valid:
                 m = mask[start : start + chunk]
                 row_loss = row_loss * m
@@ -52,17 +55,25 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             total += row_loss.sum()
             g = probs.to(hidden.dtype)
             torch.mm(g, weight, out=grad_hidden[start : start + chunk])
-            if grad_weight.dtype == g.dtype:
+            if start == 0 and g.dtype == torch.float32:
+                torch.mm(g.t(), h, out=grad_weight)
+            elif start == 0:
+                grad_weight.copy_(g.t() @ h)
+            elif grad_weight.dtype == g.dtype:
                 grad_weight.addmm_(g.t(), h)
             else:
                 grad_weight += (g.t() @ h).float()
-        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype), n_valid)
-        return total / n_valid
+        ctx.save_for_backward(grad_hidden, grad_weight.to(weight.dtype))
+        return total * inv_n
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        grad_hidden, grad_weight, n_valid = ctx.saved_tensors
-        scale = (grad_output / n_valid).to(grad_hidden.dtype)
+        grad_hidden, grad_weight = ctx.saved_tensors
+        # the loss is almost always the last op (grad_output == 1): then the forward's gradients are final.
+        # Only checked on CPU, where reading the value costs no device synchronisation.
+        if grad_output.device.type == "cpu" and bool(grad_output == 1):
+            return grad_hidden, grad_weight, None, None
+        scale = grad_output.to(grad_hidden.dtype)
         return grad_hidden * scale, grad_weight * scale, None, None
 
 

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from model.configs import ModelConfig
+from model.fused_ops import rms_norm, rotary_qkv, swiglu
 from model.losses import linear_cross_entropy
 
 
@@ -26,26 +27,15 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps)
 
 
 def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and signed sin of shape (length, 1, head_dim), rotate-half layout (both halves share
-    frequencies); the sin table carries rotate-half's sign, ``[-sin, sin]``, so no negation is needed."""
+    """cos and sin of shape (length, 1, head_dim / 2) for rotate-half rotary embeddings (Llama layout:
+    both halves of a head share the frequencies, so half-width tables serve both)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    sin = freqs.sin()
-    return emb.cos()[:, None], torch.cat((-sin, sin), dim=-1)[:, None]
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate (B, T, H, D) by position; ``cos``/``sin`` are (T, 1, D) from :func:`rope_tables`.
-
-    Rotate-half is ``[-x2, x1]``: here a swap of the halves (one copy) times the signed sin table.
-    """
-    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
-    return torch.addcmul(x * cos, swapped, sin)
+    return freqs.cos()[:, None], freqs.sin()[:, None]
 
 
 class LayerCache:
@@ -89,12 +79,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: LayerCache | None = None, start_pos: int = 0) -> torch.Tensor:
         b, t, _ = x.shape
-        q_size, kv_size = self.n_heads * self.head_dim, self.kv_heads * self.head_dim
-        qk, v = self.wqkv(x).split([q_size + kv_size, kv_size], dim=-1)
-        # q and k rotated in one op, in (B, T, heads, D) layout: SDPA takes the transposed views as they are
-        qk = apply_rope(qk.view(b, t, self.n_heads + self.kv_heads, self.head_dim), cos, sin)
-        q, k = qk.transpose(1, 2).split([self.n_heads, self.kv_heads], dim=1)
-        v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = rotary_qkv(self.wqkv(x), cos, sin, self.n_heads, self.kv_heads)
         if cache is not None:
             k, v = cache.update(k, v, start_pos)
         mask, causal = None, True
@@ -108,20 +93,18 @@ class Attention(nn.Module):
             dropout_p=self.dropout if self.training else 0.0,
             enable_gqa=self.kv_heads != self.n_heads,
         )
-        return self.resid_dropout(self.wo(y.transpose(1, 2).reshape(b, t, q_size)))
+        return self.resid_dropout(self.wo(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim)))
 
 
 class SwiGLU(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.hidden = config.hidden
         self.w13 = nn.Linear(config.dim, 2 * config.hidden, bias=False)  # gate and up, fused
         self.w2 = nn.Linear(config.hidden, config.dim, bias=False)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.w13(x).split(self.hidden, dim=-1)
-        return self.dropout(self.w2(F.silu(gate) * up))
+        return self.dropout(self.w2(swiglu(self.w13(x))))
 
 
 class Block(nn.Module):

@@ -1,0 +1,104 @@
+"""The hand-written backward passes equal autograd's on the plain expressions they replace."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.fused_ops import rms_norm, rotary_qkv, swiglu
+from model.losses import linear_cross_entropy
+from model.network import rope_tables
+
+
+def _grads(fn, *inputs: torch.Tensor, seed: int = 3) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
+    out = fn(*leaves)
+    outs = out if isinstance(out, tuple) else (out,)
+    gen = torch.Generator().manual_seed(seed)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
+    loss.backward()
+    return torch.cat([o.reshape(-1) for o in outs]).detach(), [x.grad for x in leaves]
+
+
+def _assert_same(fused, reference, atol: float) -> None:
+    (out_f, grads_f), (out_r, grads_r) = fused, reference
+    torch.testing.assert_close(out_f, out_r, atol=atol, rtol=0)
+    for gf, gr in zip(grads_f, grads_r, strict=True):
+        torch.testing.assert_close(gf, gr, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rms_norm_matches_autograd(dtype):
+    torch.manual_seed(0)
+    x, w = torch.randn(3, 5, 32, dtype=dtype) * 3, torch.randn(32, dtype=dtype)
+    fused = _grads(lambda a, b: rms_norm(a, b, 1e-5), x, w)
+    plain = _grads(lambda a, b: b * (a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + 1e-5)), x, w)
+    _assert_same(fused, plain, atol=1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_rms_norm_gradcheck():
+    torch.manual_seed(1)
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: rms_norm(a, b, 1e-6), (x, w))
+
+
+def test_swiglu_matches_autograd_and_returns_one_gradient_buffer():
+    torch.manual_seed(2)
+    gate_up = torch.randn(2, 7, 2 * 48)
+
+    def plain(u):
+        gate, up = u.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    _assert_same(_grads(swiglu, gate_up), _grads(plain, gate_up), atol=1e-6)
+    assert torch.autograd.gradcheck(swiglu, (torch.randn(3, 8, dtype=torch.float64, requires_grad=True),))
+
+
+def _rotate_half_reference(qkv, cos, sin, n_heads, kv_heads):
+    """The textbook Llama formulation: full-width tables and rotate_half = [-x2, x1]."""
+    b, t, _ = qkv.shape
+    head_dim = 2 * cos.shape[-1]
+    cos_full, sin_full = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
+    q, k, v = qkv.split([n_heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+    q = q.view(b, t, n_heads, head_dim)
+    k = k.view(b, t, kv_heads, head_dim)
+
+    def rot(x):
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos_full + torch.cat((-x2, x1), dim=-1) * sin_full
+
+    return (rot(q).transpose(1, 2), rot(k).transpose(1, 2), v.view(b, t, kv_heads, head_dim).transpose(1, 2))
+
+
+@pytest.mark.parametrize(("n_heads", "kv_heads"), [(4, 4), (4, 2)])
+def test_rotary_qkv_matches_the_rotate_half_formulation(n_heads, kv_heads):
+    torch.manual_seed(3)
+    head_dim, t = 16, 9
+    cos, sin = rope_tables(head_dim, t, 10000.0)
+    qkv = torch.randn(2, t, (n_heads + 2 * kv_heads) * head_dim)
+    fused = _grads(lambda x: rotary_qkv(x, cos, sin, n_heads, kv_heads), qkv)
+    plain = _grads(lambda x: _rotate_half_reference(x, cos, sin, n_heads, kv_heads), qkv)
+    _assert_same(fused, plain, atol=1e-5)
+
+
+def test_rotary_qkv_gradcheck():
+    torch.manual_seed(4)
+    cos, sin = (x.double() for x in rope_tables(4, 3, 10000.0))
+    qkv = torch.randn(1, 3, (2 + 2 * 1) * 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: rotary_qkv(x, cos, sin, 2, 1), (qkv,))
+
+
+@pytest.mark.parametrize("upstream", [1.0, 0.25])
+def test_fused_cross_entropy_matches_autograd_for_any_upstream_gradient(upstream):
+    torch.manual_seed(5)
+    hidden, weight = torch.randn(37, 16), torch.randn(50, 16)
+    targets = torch.randint(0, 50, (37,))
+    targets[[3, 20]] = -100
+
+    def fused(h, w):
+        return linear_cross_entropy(h, w, targets, chunk=8) * upstream
+
+    def plain(h, w):
+        return F.cross_entropy(h @ w.t(), targets, ignore_index=-100) * upstream
+
+    _assert_same(_grads(fused, hidden, weight), _grads(plain, hidden, weight), atol=1e-6)
