@@ -31,20 +31,20 @@ def shared(tmp_path_factory):
     return root, data
 
 
-def run_subprocess(spec, processes, timeout=240):
+def run_subprocess(spec, processes, launcher="torchrun", timeout=240):
     run_dir = __import__("pathlib").Path(spec.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec.save(run_dir / "spec.json")
-    proc = spawn(run_dir / "spec.json", processes, "torchrun", run_dir / "log.txt")
+    proc = spawn(run_dir / "spec.json", processes, launcher, run_dir / "log.txt")
     assert proc.wait(timeout=timeout) == 0, (run_dir / "log.txt").read_text()[-3000:]
     return [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_two_process_zero_run_matches_one_process(shared, stage):
+@pytest.mark.parametrize(("stage", "launcher"), [(2, "deepspeed"), (3, "torchrun")])
+def test_two_process_zero_run_matches_one_process(shared, stage, launcher):
     root, data = shared
     spec = make_spec(root / f"two-z{stage}", data, micro_batch=2, checkpoint_every=4, zero_stage=stage)
-    events = run_subprocess(spec, processes=2)
+    events = run_subprocess(spec, processes=2, launcher=launcher)
     start = next(e for e in events if e["type"] == "start")
     assert start["world_size"] == 2 and start["zero_stage"] == stage
     assert [e["step"] for e in events if e["type"] == "step"] == list(range(1, 9))
