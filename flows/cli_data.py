@@ -117,6 +117,7 @@ def ingest(
     use) is ingested one dated drop per run. With --retry BATCH_ID the shards of that quarantined or
     failed batch run again (e.g. after a threshold was fixed). Exits with 1 when the quality gate fails.
     """
+    from tasks.ingest.ingest_lock import IngestLockedError
     from tasks.ingest.pipeline import run_ingest
     from tasks.ingest.retry import RetryError, retry_batch
     from tasks.ingest.sources import SourceError
@@ -140,7 +141,7 @@ def ingest(
             else:
                 result = run_ingest(rt, source_uri, all_drops=all_drops, new_tokenizer=new_tokenizer,
                                     progress=on_shard)
-        except RetryError as exc:
+        except (RetryError, IngestLockedError) as exc:
             raise CliError(str(exc)) from exc
         except SourceError as exc:
             raise CliError(str(exc), "give a folder of .jsonl/.parquet/.txt/.md shards or s3://bucket/prefix") from exc

@@ -34,6 +34,7 @@ from lmforge_core.metadata.models import BatchStatus, DatasetVersion, TokenizerV
 from lmforge_core.runtime import Runtime
 from tasks.dataset.packing import manifest_bytes, split_of, write_dataset
 from tasks.ingest.batch import BatchSpool, ShardTally
+from tasks.ingest.ingest_lock import ingest_lock
 from tasks.ingest.known_shards import Retry, link_retry, record_shard, skip_reason
 from tasks.ingest.processing import Assessors, process_shard
 from tasks.ingest.records import ShardError
@@ -105,7 +106,7 @@ def _create_batch(runtime: Runtime, source_uri: str) -> int:
 
 
 def _abandon_stale_batches(runtime: Runtime) -> None:
-    """Batches left `running` by a crashed ingest are closed as failed (single writer per workspace)."""
+    """Batches left `running` by a crashed ingest are closed as failed (the caller holds the ingest lock)."""
     with runtime.metadata.session() as session:
         for batch in repo.list_batches(session, limit=50):
             if batch.status == BatchStatus.RUNNING:
@@ -195,12 +196,13 @@ def run_ingest(
     """Ingest the new shards of a source into one batch; see the module docstring for the rules."""
     started = time.perf_counter()
     drop_mode = source_uri is None and not all_drops
-    if source_uri is None:
-        source_uri = str(ensure_sample_source(runtime))
-    source = open_source(source_uri, s3_client=s3_client, spool_dir=work_dir(runtime))
-    shards = _select_shards(source.list_shards(), drop_mode)
-    return ingest_shards(runtime, source, shards, drop_mode=drop_mode, new_tokenizer=new_tokenizer,
-                         progress=progress, started=started)
+    with ingest_lock(runtime):
+        if source_uri is None:
+            source_uri = str(ensure_sample_source(runtime))
+        source = open_source(source_uri, s3_client=s3_client, spool_dir=work_dir(runtime))
+        shards = _select_shards(source.list_shards(), drop_mode)
+        return ingest_shards(runtime, source, shards, drop_mode=drop_mode, new_tokenizer=new_tokenizer,
+                             progress=progress, started=started)
 
 
 def work_dir(runtime: Runtime) -> Path:
@@ -213,7 +215,11 @@ def work_dir(runtime: Runtime) -> Path:
 def ingest_shards(runtime: Runtime, source: Source, shards: list[ShardRef], *, drop_mode: bool = False,
                   new_tokenizer: bool = False, progress: Progress | None = None, retry: Retry | None = None,
                   started: float | None = None) -> IngestResult:
-    """Process `shards` of `source` as one new batch (the shards already ingested are skipped)."""
+    """Process `shards` of `source` as one new batch (the shards already ingested are skipped).
+
+    The caller holds the `ingest_lock` (`run_ingest` and `retry_batch` do): with it held, a batch left
+    running can only be a crashed ingest's, and is closed as abandoned.
+    """
     cfg = runtime.settings.data
     timings: dict[str, float] = {}
     started = time.perf_counter() if started is None else started

@@ -2,7 +2,8 @@
 
 Records are read in chunks of `chunk_docs`; at most `workers + 1` chunks are in flight, so memory
 stays bounded whatever the shard size. Dedup decisions are taken in this process, in input order,
-because each depends on every document accepted before it.
+because each depends on every document accepted before it; a chunk goes to the index in one call,
+which computes the lookup keys of all its documents at once.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lmforge_core.config.data import DataConfig
 from tasks.ingest.batch import BatchSpool, ShardTally
 from tasks.ingest.readers import read_shard
 from tasks.ingest.records import Reason, Record, ShardError, filter_reason
 from tasks.quality.assess import Assessment, Assessor, assess_texts, init_worker
-from tasks.quality.dedup import DedupIndex, Verdict
+from tasks.quality.dedup import DedupDecision, DedupIndex, Verdict
 
 
 class Assessors:
@@ -75,17 +78,16 @@ def _chunks(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
         yield chunk
 
 
-def assessed(records: Iterable[Record], assessors: Assessors) -> Iterator[tuple[Record, Assessment | None]]:
-    """(record, assessment) in input order; malformed records pass through with None.
+def assessed(records: Iterable[Record], assessors: Assessors) -> Iterator[list[tuple[Record, Assessment | None]]]:
+    """Chunks of (record, assessment) in input order; malformed records pass through with None.
 
     A `ShardError` from the reader is re-raised after every record read before it was yielded.
     """
     pending: deque[tuple[list[Record], Any]] = deque()
 
-    def resolve(chunk: list[Record], handle: Any) -> Iterator[tuple[Record, Assessment | None]]:
+    def resolve(chunk: list[Record], handle: Any) -> list[tuple[Record, Assessment | None]]:
         results = iter(handle if isinstance(handle, list) else handle.get())
-        for record in chunk:
-            yield record, (next(results) if record.reason is None else None)
+        return [(record, next(results) if record.reason is None else None) for record in chunk]
 
     error: ShardError | None = None
     try:
@@ -93,13 +95,26 @@ def assessed(records: Iterable[Record], assessors: Assessors) -> Iterator[tuple[
             texts = [r.text for r in chunk if r.reason is None]
             pending.append((chunk, assessors.submit(texts)))  # type: ignore[arg-type]
             while len(pending) >= assessors.in_flight:
-                yield from resolve(*pending.popleft())
+                yield resolve(*pending.popleft())
     except ShardError as exc:
         error = exc
     while pending:
-        yield from resolve(*pending.popleft())
+        yield resolve(*pending.popleft())
     if error is not None:
         raise error
+
+
+def _doc_ref(record: Record, batch_id: int) -> str:
+    return f"batch-{batch_id}:{record.doc_id or f'{record.shard}#{record.position}'}"
+
+
+def _dedup(chunk: list[tuple[Record, Assessment | None]], index: DedupIndex, batch_id: int) -> list[DedupDecision]:
+    """Dedup decisions for the chunk's records that passed the filters, in order (the index adds the unique)."""
+    passed = [(r, a) for r, a in chunk if a is not None and not a.failed]
+    if not passed:
+        return []
+    return index.admit_many([a.exact_key for _, a in passed], np.stack([a.signature for _, a in passed]),
+                            [_doc_ref(r, batch_id) for r, _ in passed])
 
 
 def process_shard(path: Path, tally: ShardTally, cfg: DataConfig, assessors: Assessors, index: DedupIndex,
@@ -107,30 +122,29 @@ def process_shard(path: Path, tally: ShardTally, cfg: DataConfig, assessors: Ass
     """Read, assess, dedup and spool every record of one fetched shard, updating `tally`."""
     records = read_shard(path, tally.name, cfg.max_line_bytes, cfg.parquet_text_column)
     try:
-        for record, assessment in assessed(records, assessors):
-            tally.read += 1
-            if assessment is None:
-                reason = record.reason or Reason.MISSING_TEXT
-                tally.rejected[reason] += 1
-                spool.reject(record, reason)
-                continue
-            if assessment.failed:
-                reason = filter_reason(assessment.failed[0])
-                tally.rejected[reason] += 1
-                spool.reject(record, reason, assessment)
-                continue
-            assert assessment.signature is not None
-            dedup_counts["checked"] += 1
-            decision = index.check(assessment.exact_key, assessment.signature)
-            if decision.verdict is not Verdict.UNIQUE:
-                dedup_counts[decision.verdict.value] += 1
-                tally.rejected[decision.verdict.value] += 1
-                spool.reject(record, decision.verdict.value, assessment, decision)
-                continue
-            doc_ref = f"batch-{batch_id}:{record.doc_id or f'{record.shard}#{record.position}'}"
-            index.add(assessment.exact_key, assessment.signature, doc_ref)
-            tally.accepted += 1
-            spool.accept(record, assessment)
+        for chunk in assessed(records, assessors):
+            decisions = iter(_dedup(chunk, index, batch_id))
+            for record, assessment in chunk:
+                tally.read += 1
+                if assessment is None:
+                    reason = record.reason or Reason.MISSING_TEXT
+                    tally.rejected[reason] += 1
+                    spool.reject(record, reason)
+                    continue
+                if assessment.failed:
+                    reason = filter_reason(assessment.failed[0])
+                    tally.rejected[reason] += 1
+                    spool.reject(record, reason, assessment)
+                    continue
+                dedup_counts["checked"] += 1
+                decision = next(decisions)
+                if decision.verdict is not Verdict.UNIQUE:
+                    dedup_counts[decision.verdict.value] += 1
+                    tally.rejected[decision.verdict.value] += 1
+                    spool.reject(record, decision.verdict.value, assessment, decision)
+                    continue
+                tally.accepted += 1
+                spool.accept(record, assessment)
     except ShardError as exc:
         tally.status = "failed"
         tally.error_reason = exc.reason.value

@@ -15,6 +15,7 @@ from typing import Any
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.models import BatchStatus
 from lmforge_core.runtime import Runtime
+from tasks.ingest.ingest_lock import ingest_lock
 from tasks.ingest.known_shards import Retry
 from tasks.ingest.pipeline import IngestResult, Progress, ingest_shards, work_dir
 from tasks.ingest.sources import ShardRef, open_source
@@ -53,9 +54,10 @@ def _plan(runtime: Runtime, batch_id: int) -> tuple[str, list[ShardRef], Retry]:
 def retry_batch(runtime: Runtime, batch_id: int, *, new_tokenizer: bool = False, s3_client: Any | None = None,
                 progress: Progress | None = None) -> IngestResult:
     """Re-run the shards of quarantined or failed batch `batch_id` as a new batch under the current settings."""
-    source_uri, shards, retry = _plan(runtime, batch_id)
-    source = open_source(source_uri, s3_client=s3_client, spool_dir=work_dir(runtime))
-    result = ingest_shards(runtime, source, shards, new_tokenizer=new_tokenizer, progress=progress, retry=retry)
+    with ingest_lock(runtime):
+        source_uri, shards, retry = _plan(runtime, batch_id)
+        source = open_source(source_uri, s3_client=s3_client, spool_dir=work_dir(runtime))
+        result = ingest_shards(runtime, source, shards, new_tokenizer=new_tokenizer, progress=progress, retry=retry)
     if result.batch_id is None:
         result.message = f"batch {batch_id}: none of its shards could be re-run: " + "; ".join(
             f"{s['name']}: {s['skipped_because']}" for s in result.shards)

@@ -1,18 +1,29 @@
-"""In-memory deduplication index: exact keys plus MinHash LSH bands.
+"""In-memory deduplication index: exact keys plus MinHash LSH bands, in arrays rather than Python objects.
 
 Entries are appended in acceptance order. Entries below `committed` came from the persisted state
 (everything ever accepted); entries above it were staged by the batch now running, so a document
 is compared with the whole history and with the earlier documents of its own batch.
 Persistence (snapshot + journal in the artifact store) lives in `dedup_store`.
+
+Per entry the index holds its signature, exact key and UTF-8 doc id in `MappedArray`s, and its lookup
+keys (the first 8 bytes of the exact key, and one key per LSH band) in one `KeyTable`: about 0.7 kB
+per entry at 128 permutations, and no Python object per entry, so its memory is what `memory_bytes`
+counts. A lookup takes the entries that share any key as candidates, then verifies them (`_verify`).
 """
 
-import sys
+from __future__ import annotations
+
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
-from tasks.quality.minhash import jaccard_estimate, optimal_bands
+from tasks.quality.key_table import KeyTable
+from tasks.quality.mapped_array import MappedArray
+from tasks.quality.minhash import band_keys, optimal_bands
+
+KEY_BYTES = 16
+_KEY_CHUNK_ROWS = 4096  # rows whose keys `add_many` computes at once (a transient of 8 bytes per signature value)
 
 
 class Verdict(StrEnum):
@@ -29,6 +40,27 @@ class DedupDecision:
     similarity: float = 0.0
 
 
+@dataclass(frozen=True)
+class Entries:
+    """Index entries as arrays: what is persisted, and what `DedupIndex.add_many` takes.
+
+    Doc id i is ``id_bytes[id_offsets[i]:id_offsets[i + 1]]`` decoded as UTF-8 (``id_offsets[0] == 0``).
+    """
+
+    exact_keys: np.ndarray  # N x 16 uint8
+    signatures: np.ndarray  # N x num_perm uint32
+    id_offsets: np.ndarray  # N + 1 int64
+    id_bytes: np.ndarray  # uint8
+
+    def __len__(self) -> int:
+        return len(self.exact_keys)
+
+
+def _read_only(view: np.ndarray) -> np.ndarray:
+    view.flags.writeable = False
+    return view
+
+
 class DedupIndex:
     """Exact and near-duplicate lookup over every entry added so far."""
 
@@ -36,88 +68,102 @@ class DedupIndex:
         self.num_perm = num_perm
         self.threshold = threshold
         self.bands, self.rows = optimal_bands(threshold, num_perm)
-        self._exact: dict[bytes, int] = {}
-        # band key (Python hash of the band's bytes; the tables are rebuilt in every process) -> entry
-        # index, or a list of indexes once several entries share the band. Colliding keys only add
-        # candidates, which are verified against the signatures.
-        self._band_tables: list[dict[int, int | list[int]]] = [{} for _ in range(self.bands)]
-        self._sigs = np.zeros((1024, num_perm), dtype=np.uint32)
-        self._exact_keys: list[bytes] = []
-        self._doc_ids: list[str] = []
+        self._sigs = MappedArray(np.uint32, (num_perm,))
+        self._exact_keys = MappedArray(np.uint8, (KEY_BYTES,))
+        self._id_offsets = MappedArray(np.int64)
+        self._id_offsets.append(0)
+        self._id_bytes = MappedArray(np.uint8)
+        self._keys = KeyTable()
         self.committed = 0
 
     def __len__(self) -> int:
-        return len(self._doc_ids)
+        return self._sigs.size
 
-    def _band_keys(self, sig: np.ndarray) -> list[int]:
-        r = self.rows
-        return [hash(sig[i * r : (i + 1) * r].tobytes()) for i in range(self.bands)]
+    def _lookup_keys(self, keys: np.ndarray, sigs: np.ndarray) -> np.ndarray:
+        """(n, 1 + bands) uint64: each exact key's first 8 bytes, then its signature's band keys."""
+        exact = np.ascontiguousarray(keys[:, :8]).view(np.uint64)
+        return np.concatenate((exact, band_keys(sigs, self.bands, self.rows)), axis=1)
+
+    def _doc_id(self, entry: int) -> str:
+        offsets = self._id_offsets.data
+        return bytes(self._id_bytes.data[offsets[entry] : offsets[entry + 1]]).decode()
 
     def check(self, exact_key: bytes, sig: np.ndarray) -> DedupDecision:
-        """Is this document a duplicate of an entry already in the index?"""
-        hit = self._exact.get(exact_key)
-        if hit is not None:
-            return DedupDecision(Verdict.EXACT, self._doc_ids[hit], 1.0)
-        candidates: set[int] = set()
-        for table, key in zip(self._band_tables, self._band_keys(sig), strict=True):
-            found = table.get(key)
-            if isinstance(found, int):
-                candidates.add(found)
-            elif found:
-                candidates.update(found)
-        best, best_sim = -1, 0.0
-        for idx in candidates:
-            sim = jaccard_estimate(self._sigs[idx], sig)
-            if sim > best_sim:
-                best, best_sim = idx, sim
-        if best >= 0 and best_sim >= self.threshold:
-            return DedupDecision(Verdict.NEAR, self._doc_ids[best], best_sim)
+        """Is this document a duplicate of an entry already in the index? (It is not added.)"""
+        key = np.frombuffer(exact_key, dtype=np.uint8)
+        found: list[int] = []
+
+        def look(_: int, candidates: list[int]) -> None:  # returns no entry: the table pairs nothing
+            found.extend(candidates)
+
+        self._keys.admit(self._lookup_keys(key[np.newaxis], sig[np.newaxis]), look)
+        return self._verify(key, sig, found)
+
+    def admit_many(self, exact_keys: list[bytes], sigs: np.ndarray, doc_ids: list[str]) -> list[DedupDecision]:
+        """Check each document in order and add the unique ones; a document is compared with every entry
+        added before it, those of its own call included. The keys of all are computed at once."""
+        keys = np.frombuffer(b"".join(exact_keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
+        decisions: list[DedupDecision] = []
+
+        def decide(row: int, candidates: list[int]) -> int | None:
+            decision = self._verify(keys[row], sigs[row], candidates)
+            decisions.append(decision)
+            if decision.verdict is not Verdict.UNIQUE:
+                return None
+            self._sigs.append(sigs[row])
+            self._exact_keys.append(keys[row])
+            self._id_bytes.extend(np.frombuffer(doc_ids[row].encode(), dtype=np.uint8))
+            self._id_offsets.append(self._id_bytes.size)
+            return len(self) - 1
+
+        self._keys.admit(self._lookup_keys(keys, sigs), decide)
+        return decisions
+
+    def _verify(self, key: np.ndarray, sig: np.ndarray, candidates: list[int]) -> DedupDecision:
+        """The same exact key makes an exact duplicate, else the most similar signature at or above the threshold
+        (the earliest entry among equals) a near one."""
+        if not candidates:
+            return DedupDecision(Verdict.UNIQUE)
+        entries = np.unique(candidates)
+        exact = np.flatnonzero((self._exact_keys.data[entries] == key).all(axis=1))
+        if len(exact):
+            return DedupDecision(Verdict.EXACT, self._doc_id(int(entries[exact[0]])), 1.0)
+        same = np.count_nonzero(self._sigs.data[entries] == sig, axis=1)
+        best = int(np.argmax(same))
+        similarity = int(same[best]) / self.num_perm
+        if similarity >= self.threshold:
+            return DedupDecision(Verdict.NEAR, self._doc_id(int(entries[best])), similarity)
         return DedupDecision(Verdict.UNIQUE)
 
-    def add(self, exact_key: bytes, sig: np.ndarray, doc_id: str) -> None:
-        """Append one accepted document."""
-        idx = len(self._doc_ids)
-        if idx == len(self._sigs):
-            # in place (realloc, which moves pages rather than copying them): growing must not hold the old
-            # and the new array at once. No view of the array outlives the call that made it (see `entries`).
-            self._sigs.resize((2 * len(self._sigs), self.num_perm), refcheck=False)
-        self._sigs[idx] = sig
-        self._exact.setdefault(exact_key, idx)
-        for table, key in zip(self._band_tables, self._band_keys(sig), strict=True):
-            found = table.get(key)
-            if found is None:
-                table[key] = idx
-            elif isinstance(found, int):
-                table[key] = [found, idx]
-            else:
-                found.append(idx)
-        self._exact_keys.append(exact_key)
-        self._doc_ids.append(doc_id)
+    def add_many(self, entries: Entries) -> None:
+        """Append entries in bulk (loading a snapshot or a journal)."""
+        first = len(self)
+        self._sigs.extend(entries.signatures)
+        self._exact_keys.extend(entries.exact_keys)
+        self._id_offsets.extend(entries.id_offsets[1:] - entries.id_offsets[0] + self._id_bytes.size)
+        self._id_bytes.extend(entries.id_bytes)
+        numbers = np.arange(first, len(self), dtype=np.uint64)
+        for start in range(0, len(entries), _KEY_CHUNK_ROWS):
+            chunk = slice(start, start + _KEY_CHUNK_ROWS)
+            keys = self._lookup_keys(entries.exact_keys[chunk], entries.signatures[chunk])
+            self._keys.extend(keys.ravel(), np.repeat(numbers[chunk], keys.shape[1]))
 
-    def add_many(self, exact_keys: np.ndarray, sigs: np.ndarray, doc_ids: list[str]) -> None:
-        for key, sig, doc_id in zip(exact_keys, sigs, doc_ids, strict=True):
-            self.add(bytes(key), sig, doc_id)
+    def commit(self) -> None:
+        """The entries added so far are persisted state now: merge them into the committed part."""
+        self._keys.consolidate()
+        self.committed = len(self)
 
-    def entries(self, start: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """(exact keys as N x 16 uint8, signatures as N x num_perm uint32, doc ids) from `start` on.
-
-        The signatures are a read-only view of the index's own array (no copy: persisting the index
-        must not double its memory); it is valid until the next `add`.
-        """
-        end = len(self._doc_ids)
-        keys = np.frombuffer(b"".join(self._exact_keys[start:end]), dtype=np.uint8).reshape(-1, 16)
-        sigs = self._sigs[start:end]
-        sigs.flags.writeable = False
-        return keys, sigs, self._doc_ids[start:end]
+    def entries(self, start: int = 0) -> Entries:
+        """The entries from `start` on, as read-only views of the index's own arrays (persisting the index must
+        not double its memory); they do not see entries added after them."""
+        offsets = self._id_offsets.data[start:]
+        ids = self._id_bytes.data[offsets[0] : offsets[-1]]
+        if start:
+            offsets = offsets - offsets[0]
+        return Entries(_read_only(self._exact_keys.data[start:]), _read_only(self._sigs.data[start:]),
+                       _read_only(offsets), _read_only(ids))
 
     def memory_bytes(self) -> int:
-        """Approximate bytes the index holds (arrays, tables, keys, ids); what the ingest benchmark reports."""
-        ints = sum(sys.getsizeof(key) for table in self._band_tables for key in table)
-        tables = sum(sys.getsizeof(table) for table in self._band_tables)
-        shared = sum(sys.getsizeof(v) for table in self._band_tables for v in table.values() if isinstance(v, list))
-        strings = sum(sys.getsizeof(k) for k in self._exact_keys) + sum(sys.getsizeof(d) for d in self._doc_ids)
-        containers = sys.getsizeof(self._exact) + sys.getsizeof(self._exact_keys) + sys.getsizeof(self._doc_ids)
-        return self._sigs.nbytes + ints + tables + shared + strings + containers + 28 * len(self)
-
-    def staged_count(self) -> int:
-        return len(self._doc_ids) - self.committed
+        """Bytes the index holds: its arrays (rows in use) and its key table."""
+        arrays = (self._sigs, self._exact_keys, self._id_offsets, self._id_bytes)
+        return sum(a.nbytes for a in arrays) + self._keys.nbytes()

@@ -4,7 +4,8 @@ A signature is `num_perm` uint32 values: for each of `num_perm` multiply-shift h
 minimum over the document's shingle hashes. The fraction of equal positions between two signatures
 estimates the Jaccard similarity of their shingle sets. Signatures are computed with numpy over all
 shingles at once (no Python loop per shingle and permutation), which is what makes the whole
-ingest path faster than per-shingle hashing.
+ingest path faster than per-shingle hashing. LSH bands of signatures get 64-bit keys from `band_keys`,
+also vectorised.
 """
 
 import functools
@@ -75,6 +76,25 @@ class MinHasher:
 def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
     """Estimated Jaccard similarity: the fraction of equal signature positions."""
     return float(np.count_nonzero(a == b)) / len(a)
+
+
+@functools.cache
+def _band_multipliers(bands: int, rows: int) -> np.ndarray:
+    rng = np.random.Generator(np.random.PCG64(0xBA5D))
+    return (rng.integers(0, 1 << 63, size=(bands, rows), dtype=np.uint64) << np.uint64(1)) | np.uint64(1)
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """The 64-bit key of each LSH band of each signature: (n, num_perm) uint32 -> (n, bands) uint64.
+
+    A multilinear hash (sum of the band's values times fixed random odd multipliers, modulo 2**64): two
+    different bands meet with probability about 2**-32. Every position has its own multiplier, so equal
+    values in two different bands give different keys and one table can hold all the bands; the
+    multipliers are fixed, so keys are the same in every process.
+    """
+    values = signatures[:, : bands * rows].reshape(len(signatures), bands, rows).astype(np.uint64)
+    values *= _band_multipliers(bands, rows)
+    return values.sum(axis=2, dtype=np.uint64)
 
 
 def _collision_probability(s: np.ndarray, bands: int, rows: int) -> np.ndarray:
