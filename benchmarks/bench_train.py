@@ -8,7 +8,12 @@ per-round ratios. Peak memory is the growth of the worker's resident set over it
 MFU counts every matmul (projections, attention scores and values, output head) against this machine's
 measured fp32 matmul peak (torch.mm 2048, best of 5).
 
+On a CUDA GPU (``--device cuda``, the default where one is present) both run in bf16 mixed precision
+(ours: DeepSpeed's bf16 mode; HF: fp32 weights under ``torch.autocast``), MFU is against the GPU's
+nominal dense bf16 peak (`model.metrics.NOMINAL_GPU_PEAKS`) and peak memory is the CUDA allocator's.
+
     .venv/bin/python benchmarks/bench_train.py [--configs tiny 20m] [--rounds 5] [--steps 3]
+    .venv/bin/python benchmarks/bench_train.py --device cuda --configs 125m 1b --batch 8 --seq 2048
 """
 
 from __future__ import annotations
@@ -33,13 +38,16 @@ def _rss_mib() -> float:
     return 0.0
 
 
-def _build(variant: str, name: str, batch: int, seq: int) -> tuple[Callable, float, object]:
+def _build(variant: str, name: str, batch: int, seq: int, dev: str) -> tuple[Callable, float, object]:
+    import contextlib
+
     import torch
 
     from model.configs import get_config
 
     cfg = get_config(name, context=seq)
     torch.manual_seed(0)
+    on_gpu = dev == "cuda"
     if variant == "hf":
         import transformers
 
@@ -49,11 +57,13 @@ def _build(variant: str, name: str, batch: int, seq: int) -> tuple[Callable, flo
             max_position_embeddings=cfg.context, rms_norm_eps=cfg.norm_eps, tie_word_embeddings=False,
             attn_implementation="sdpa")
         base = _rss_mib()
-        model = transformers.LlamaForCausalLM(hf_cfg).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WD)
+        model = transformers.LlamaForCausalLM(hf_cfg).to(dev).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, weight_decay=WD, fused=on_gpu or None)
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else contextlib.nullcontext
 
         def step(w: torch.Tensor) -> float:
-            loss = model(input_ids=w[:, :-1], labels=w[:, :-1]).loss
+            with autocast():
+                loss = model(input_ids=w[:, :-1], labels=w[:, :-1]).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
             opt.step()
@@ -66,7 +76,7 @@ def _build(variant: str, name: str, batch: int, seq: int) -> tuple[Callable, flo
         from model.network import build_model
 
         base = _rss_mib()
-        model = build_model(cfg)
+        model = build_model(cfg, dev)
         params = [p for p in model.parameters()]
         opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": WD},
                                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
@@ -95,7 +105,8 @@ def _build(variant: str, name: str, batch: int, seq: int) -> tuple[Callable, flo
         for block in model.layers:
             block.compile()
     tcfg = TrainConfig(global_batch=batch, micro_batch=batch, lr=LR, beta1=BETAS[0], beta2=BETAS[1],
-                       weight_decay=WD, warmup_steps=0, steps=10**6, grad_clip=CLIP)
+                       weight_decay=WD, warmup_steps=0, steps=10**6, grad_clip=CLIP,
+                       precision="bf16" if on_gpu else "fp32")
     engine = create_engine(TrainModule(model), tcfg, world=1, continuing=False)
 
     def step(w: torch.Tensor) -> float:
@@ -107,13 +118,20 @@ def _build(variant: str, name: str, batch: int, seq: int) -> tuple[Callable, flo
     return step, base, cfg
 
 
-def worker(variant: str, name: str, steps: int, batch: int, seq: int, warmup: int) -> None:
+def _sync(dev: str) -> None:
+    import torch
+
+    if dev == "cuda":
+        torch.cuda.synchronize()
+
+
+def worker(variant: str, name: str, steps: int, batch: int, seq: int, warmup: int, dev: str) -> None:
     """Warm up, then run one timed round per ``run`` line on stdin; ``stop`` prints the memory figure."""
     import torch
 
-    step, base, cfg = _build(variant, name, batch, seq)
+    step, base, cfg = _build(variant, name, batch, seq, dev)
     gen = torch.Generator().manual_seed(1)
-    data = torch.randint(0, cfg.vocab_size, (steps, batch, seq + 1), generator=gen)
+    data = torch.randint(0, cfg.vocab_size, (steps, batch, seq + 1), generator=gen).to(dev)
     for i in range(warmup):
         step(data[i % steps])
     print(json.dumps({"ready": True, "params": cfg.num_params(),
@@ -121,18 +139,23 @@ def worker(variant: str, name: str, steps: int, batch: int, seq: int, warmup: in
     for line in sys.stdin:
         if line.strip() != "run":
             break
+        _sync(dev)
         start = time.perf_counter()
         for i in range(steps):
             step(data[i])
+        _sync(dev)
         print(json.dumps({"tokens_per_s": steps * batch * seq / (time.perf_counter() - start)}), flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    if dev == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
     print(json.dumps({"peak_mib": peak}), flush=True)
 
 
 def _start(variant: str, name: str, args: argparse.Namespace) -> tuple[subprocess.Popen, dict]:
     proc = subprocess.Popen(
         [sys.executable, __file__, "--worker", variant, name, "--steps", str(args.steps), "--warmup",
-         str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq)],
+         str(args.warmup), "--batch", str(args.batch), "--seq", str(args.seq), "--device", args.device],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return proc, _read(proc)
 
@@ -153,21 +176,30 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                        help="default: cuda where a GPU is present (bf16), else cpu (fp32)")
     parser.add_argument("--worker", nargs=2, metavar=("VARIANT", "CONFIG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.worker:
-        worker(args.worker[0], args.worker[1], args.steps, args.batch, args.seq, args.warmup)
+        worker(args.worker[0], args.worker[1], args.steps, args.batch, args.seq, args.warmup, args.device)
         return
 
-    from model.metrics import measure_matmul_peak
+    from model.metrics import measure_matmul_peak, peak_flops
 
-    peaks = [measure_matmul_peak()]
-    print(f"batch {args.batch} x {args.seq}, AdamW, fp32, {args.rounds} interleaved rounds of {args.steps} steps")
+    on_gpu = args.device == "cuda"
+    peaks = [peak_flops("bf16") if on_gpu else measure_matmul_peak()]
+    print(f"batch {args.batch} x {args.seq}, AdamW, {'bf16 on ' + args.device if on_gpu else 'fp32'}, "
+          f"{args.rounds} interleaved rounds of {args.steps} steps")
     for name in args.configs:
         workers = {v: _start(v, name, args) for v in args.variants}
         rounds: dict[str, list[float]] = {v: [] for v in args.variants}
         for _ in range(args.rounds):
-            peaks.append(measure_matmul_peak())  # the peak is measured in turn with the variants too
+            if not on_gpu:
+                peaks.append(measure_matmul_peak())  # the peak is measured in turn with the variants too
             for variant, (proc, _) in workers.items():
                 proc.stdin.write("run\n")
                 proc.stdin.flush()
@@ -180,8 +212,8 @@ def main() -> None:
             proc.wait()
         info = workers[args.variants[0]][1]
         peak = max(peaks)
-        print(f"\n{name} ({info['params'] / 1e6:.1f}M parameters); fp32 matmul peak {peak / 1e9:.1f} GFLOP/s "
-              "(best of the measurements taken between rounds)")
+        where = "nominal dense bf16 peak" if on_gpu else "fp32 matmul peak (best of the measurements between rounds)"
+        print(f"\n{name} ({info['params'] / 1e6:.1f}M parameters); {where} {peak / 1e9:.1f} GFLOP/s")
         for variant in args.variants:
             best = max(rounds[variant])
             mfu = info["flops_per_token"] * best / peak
