@@ -39,8 +39,9 @@ class _RMSNormCPU(torch.autograd.Function):
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """``F.rms_norm`` over the last dimension, with a two-buffer backward on CPU."""
-    if x.device.type == "cpu" and torch.is_grad_enabled() and x.dtype == weight.dtype:
+    """``F.rms_norm`` over the last dimension, with a one-buffer backward on CPU in fp32/fp64."""
+    if (x.device.type == "cpu" and torch.is_grad_enabled() and x.dtype == weight.dtype
+            and x.dtype in (torch.float32, torch.float64)):
         return _RMSNormCPU.apply(x, weight, eps)
     return F.rms_norm(x, (x.shape[-1],), weight, eps)
 

@@ -33,7 +33,7 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         safe_targets = targets.clamp(min=0)
         grad_hidden = torch.empty_like(hidden)
         # fp32 accumulation under bf16/fp16; in fp32 the first chunk's product is written in place (no zero fill)
-        grad_weight = torch.empty_like(weight, dtype=torch.float32)
+        grad_weight = (torch.empty_like if n_rows else torch.zeros_like)(weight, dtype=torch.float32)
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, n_rows, chunk):
             h = hidden[start : start + chunk]

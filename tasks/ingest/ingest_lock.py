@@ -18,7 +18,7 @@ import fcntl
 import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,14 @@ _activity = table("pg_stat_activity", column("pid"), column("datname"), column("
 
 class IngestLockedError(RuntimeError):
     """Another ingest holds the lock; the message names it and says what to do."""
+
+
+class IngestLockLostError(RuntimeError):
+    """The lock's database session ended while the ingest ran: another ingest may hold it now."""
+
+
+# What `ingest_lock` yields: called before each commit step, it raises `IngestLockLostError` if the lock is gone.
+ConfirmLock = Callable[[], None]
 
 
 def _holder() -> dict[str, str | int]:
@@ -64,22 +72,27 @@ def _refusal(where: str, holder: str, runtime: Runtime) -> IngestLockedError:
 
 
 @contextmanager
-def ingest_lock(runtime: Runtime) -> Iterator[None]:
-    """Hold the ingest lock for the block, or raise `IngestLockedError` at once."""
+def ingest_lock(runtime: Runtime) -> Iterator[ConfirmLock]:
+    """Hold the ingest lock for the block, or raise `IngestLockedError` at once.
+
+    Yields a function to call right before the batch's commit steps: a PostgreSQL session lock is lost
+    if its connection is (network drop, server restart, a killed backend), and then a second ingest
+    may already be running; committing anyway could admit documents twice.
+    """
     url = runtime.metadata.engine.url
     if url.get_backend_name() == "postgresql":
-        with _advisory_lock(runtime):
-            yield
+        with _advisory_lock(runtime) as confirm:
+            yield confirm
     else:
         database = url.database if url.get_backend_name() == "sqlite" and url.database not in (None, ":memory:") \
             else None
         path = Path(f"{database}.ingest-lock") if database else runtime.settings.workspace / "ingest.lock"
         with _file_lock(runtime, path):
-            yield
+            yield lambda: None  # an flock lasts as long as this process: it cannot be lost
 
 
 @contextmanager
-def _advisory_lock(runtime: Runtime) -> Iterator[None]:
+def _advisory_lock(runtime: Runtime) -> Iterator[ConfirmLock]:
     connection = runtime.metadata.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
         if not connection.execute(select(func.pg_try_advisory_lock(PG_LOCK_ID))).scalar():
@@ -88,7 +101,17 @@ def _advisory_lock(runtime: Runtime) -> Iterator[None]:
         label = f"lmforge ingest pid {me['pid']} on {me['host']}".encode()[:_PG_LABEL_BYTES].decode(errors="ignore")
         # nothing else runs on this connection, so its query_start stays the time the lock was taken
         connection.execute(select(func.set_config("application_name", label, False)))
-        yield
+
+        def confirm() -> None:
+            # a session lock is only released by its session ending: the session answering means it is held
+            try:
+                connection.execute(select(func.pg_backend_pid())).scalar()
+            except Exception as exc:  # any driver error: the session is gone or unusable
+                raise IngestLockLostError(
+                    f"the ingest lock's database session ended while the batch ran ({type(exc).__name__}); "
+                    "nothing of this batch was committed. Run the ingest again") from exc
+
+        yield confirm
     finally:
         connection.invalidate()  # closes the session, which releases the lock; never back into the pool
         connection.close()
@@ -107,7 +130,9 @@ def _pg_holder(connection: Connection) -> str:
         return "a process that just released it or has not labelled itself yet"
     name, since, address = holder
     client = f" (connected from {address})" if address else ""
-    return f"{name or 'an unlabelled session'}{client}, since {since.isoformat(timespec='seconds')}"
+    # query_start is NULL for another role's sessions unless this role may read all statistics
+    when = f", since {since.isoformat(timespec='seconds')}" if since is not None else ""
+    return f"{name or 'an unlabelled session'}{client}{when}"
 
 
 @contextmanager

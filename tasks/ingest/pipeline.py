@@ -34,7 +34,7 @@ from lmforge_core.metadata.models import BatchStatus, DatasetVersion, TokenizerV
 from lmforge_core.runtime import Runtime
 from tasks.dataset.packing import manifest_bytes, split_of, write_dataset
 from tasks.ingest.batch import BatchSpool, ShardTally
-from tasks.ingest.ingest_lock import ingest_lock
+from tasks.ingest.ingest_lock import ConfirmLock, ingest_lock
 from tasks.ingest.known_shards import Retry, link_retry, record_shard, skip_reason
 from tasks.ingest.processing import Assessors, process_shard
 from tasks.ingest.records import ShardError
@@ -196,13 +196,13 @@ def run_ingest(
     """Ingest the new shards of a source into one batch; see the module docstring for the rules."""
     started = time.perf_counter()
     drop_mode = source_uri is None and not all_drops
-    with ingest_lock(runtime):
+    with ingest_lock(runtime) as confirm_lock:
         if source_uri is None:
             source_uri = str(ensure_sample_source(runtime))
         source = open_source(source_uri, s3_client=s3_client, spool_dir=work_dir(runtime))
         shards = _select_shards(source.list_shards(), drop_mode)
-        return ingest_shards(runtime, source, shards, drop_mode=drop_mode, new_tokenizer=new_tokenizer,
-                             progress=progress, started=started)
+        return ingest_shards(runtime, source, shards, confirm_lock, drop_mode=drop_mode,
+                             new_tokenizer=new_tokenizer, progress=progress, started=started)
 
 
 def work_dir(runtime: Runtime) -> Path:
@@ -212,13 +212,15 @@ def work_dir(runtime: Runtime) -> Path:
     return folder
 
 
-def ingest_shards(runtime: Runtime, source: Source, shards: list[ShardRef], *, drop_mode: bool = False,
+def ingest_shards(runtime: Runtime, source: Source, shards: list[ShardRef], confirm_lock: ConfirmLock, *,
+                  drop_mode: bool = False,
                   new_tokenizer: bool = False, progress: Progress | None = None, retry: Retry | None = None,
                   started: float | None = None) -> IngestResult:
     """Process `shards` of `source` as one new batch (the shards already ingested are skipped).
 
     The caller holds the `ingest_lock` (`run_ingest` and `retry_batch` do): with it held, a batch left
-    running can only be a crashed ingest's, and is closed as abandoned.
+    running can only be a crashed ingest's, and is closed as abandoned. ``confirm_lock`` is called before
+    the journal is written and before the metadata commit.
     """
     cfg = runtime.settings.data
     timings: dict[str, float] = {}
@@ -279,7 +281,7 @@ def ingest_shards(runtime: Runtime, source: Source, shards: list[ShardRef], *, d
         return _finish(runtime, source.uri, batch_id, _batch_label(batch_id), spool, tallies, skipped, dedup_counts, index, store,
                        drop=chosen_drop if drop_mode else None, remaining=drops_with_new,
                        new_tokenizer=new_tokenizer, timings=timings, started=started,
-                       retry_of=retry.batch_id if retry else None)
+                       retry_of=retry.batch_id if retry else None, confirm_lock=confirm_lock)
     except BaseException:
         spool.close()
         raise
@@ -290,7 +292,8 @@ def ingest_shards(runtime: Runtime, source: Source, shards: list[ShardRef], *, d
 def _finish(runtime: Runtime, source_uri: str, batch_id: int, label: str, spool: BatchSpool,
             tallies: list[ShardTally], skipped: list[ShardTally], dedup_counts: dict[str, int], index: Any,
             store: DedupStore, *, drop: str | None, remaining: list[str], new_tokenizer: bool,
-            timings: dict[str, float], started: float, retry_of: int | None) -> IngestResult:
+            timings: dict[str, float], started: float, retry_of: int | None,
+            confirm_lock: ConfirmLock) -> IngestResult:
     cfg = runtime.settings.data
     read = sum(t.read for t in tallies)
     accepted = sum(t.accepted for t in tallies)
@@ -392,7 +395,9 @@ def _finish(runtime: Runtime, source_uri: str, batch_id: int, label: str, spool:
     runtime.artifacts.put_file(documents_key, spool.accepted_path)
     timings["dataset_s"] = time.perf_counter() - t0
 
+    confirm_lock()
     store.write_journal(index, label)
+    confirm_lock()
     stats.update(tokenizer=tokenizer.version, dataset_version=ds_label, documents_key=documents_key)
     with runtime.metadata.session() as session:
         tokenizer_id = tokenizer.record_id

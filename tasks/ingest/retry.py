@@ -54,10 +54,11 @@ def _plan(runtime: Runtime, batch_id: int) -> tuple[str, list[ShardRef], Retry]:
 def retry_batch(runtime: Runtime, batch_id: int, *, new_tokenizer: bool = False, s3_client: Any | None = None,
                 progress: Progress | None = None) -> IngestResult:
     """Re-run the shards of quarantined or failed batch `batch_id` as a new batch under the current settings."""
-    with ingest_lock(runtime):
+    with ingest_lock(runtime) as confirm_lock:
         source_uri, shards, retry = _plan(runtime, batch_id)
         source = open_source(source_uri, s3_client=s3_client, spool_dir=work_dir(runtime))
-        result = ingest_shards(runtime, source, shards, new_tokenizer=new_tokenizer, progress=progress, retry=retry)
+        result = ingest_shards(runtime, source, shards, confirm_lock, new_tokenizer=new_tokenizer,
+                               progress=progress, retry=retry)
     if result.batch_id is None:
         result.message = f"batch {batch_id}: none of its shards could be re-run: " + "; ".join(
             f"{s['name']}: {s['skipped_because']}" for s in result.shards)

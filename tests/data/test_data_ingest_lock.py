@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from flows.cli_common import CliError
 from lmforge_core.metadata import repository as repo
-from tasks.ingest.ingest_lock import IngestLockedError
+from tasks.ingest.ingest_lock import IngestLockedError, IngestLockLostError, ingest_lock
 from tasks.ingest.pipeline import run_ingest
 from tasks.ingest.retry import retry_batch
 
@@ -116,3 +116,23 @@ def test_a_second_ingest_is_refused_while_one_runs_and_nothing_is_lost(
     after = run_once_the_lock_is_free(rt, second)
     assert after.status == "accepted" and after.records_accepted == 10 and after.rejected == {}
     assert statuses(rt) == ["accepted", "accepted", "failed"]  # the dead holder's batch, closed as abandoned
+
+
+def test_a_lost_postgresql_lock_is_noticed_before_anything_is_committed(data_runtime_factory, fresh_postgres_url):
+    """The session holding the advisory lock is killed (as a network drop or a server restart would): the
+    ingest that held it must not commit, because a second one can now take the lock."""
+    import psycopg
+
+    rt = data_runtime_factory(database_url=fresh_postgres_url)
+    with ingest_lock(rt) as confirm:
+        confirm()  # held: nothing raised
+        database = rt.metadata.engine.url.database
+        with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={database}", autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'lmforge ingest pid %%' AND datname = current_database()").fetchall()
+        assert killed == [(True,)]
+        with pytest.raises(IngestLockLostError, match="nothing of this batch was committed"):
+            confirm()
+        with ingest_lock(rt):  # the lock really is free for another ingest now
+            pass

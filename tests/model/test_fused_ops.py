@@ -102,3 +102,18 @@ def test_fused_cross_entropy_matches_autograd_for_any_upstream_gradient(upstream
         return F.cross_entropy(h @ w.t(), targets, ignore_index=-100) * upstream
 
     _assert_same(_grads(fused, hidden, weight), _grads(plain, hidden, weight), atol=1e-6)
+
+
+def test_rms_norm_in_half_precision_on_cpu_takes_the_stock_path():
+    x = torch.randn(2, 4, 16, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.ones(16, dtype=torch.bfloat16, requires_grad=True)
+    rms_norm(x, w, 1e-5).sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(w.grad.float()).all()
+
+
+def test_fused_cross_entropy_of_no_rows_has_zero_gradients():
+    hidden = torch.randn(0, 8, requires_grad=True)
+    weight = torch.randn(20, 8, requires_grad=True)
+    loss = linear_cross_entropy(hidden, weight, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert float(loss) == 0.0 and torch.equal(weight.grad, torch.zeros_like(weight))
