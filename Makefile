@@ -23,8 +23,9 @@ CHECKOV_VERSION := 3.3.30
 
 # The data benchmark's peer (datatrove) needs numpy 2, which the project's venv must not have
 # (Triton python backend), so it gets a venv of its own; versions measured in the benchmark note.
-# datatrove 0.10.1 imports `regex` and `tokenizers` without declaring them.
-BENCH_PEERS := datatrove==0.10.1 orjson==3.13.0 spacy==3.8.18 regex==2026.11.19 tokenizers==0.23.3
+# datatrove 0.10.1 imports `regex`, `tokenizers` and `xxhash` without declaring them; xxhash 4 refuses the str
+# shingles datatrove hashes ("Strings must be encoded before hashing"), so < 4.
+BENCH_PEERS := datatrove==0.10.1 orjson==3.13.0 spacy==3.8.18 regex==2026.11.19 tokenizers==0.23.3 xxhash==3.8.2
 
 .PHONY: run test lint setup-run setup-test clean bench
 
