@@ -3,8 +3,8 @@
 On CPU the matmuls run near the machine's peak, so what is left to win is memory traffic: every pass
 over an activation costs about as much as its arithmetic. Autograd's generic backward of these ops
 makes passes and buffers a fused kernel would not:
-- ``F.rms_norm`` has a fused forward on CPU but its backward is composed of ~10 element-wise ops
-  (CUDA has a fused one, so on GPU the stock op is kept);
+- ``F.rms_norm`` on CPU squares into a temporary before its mean, and its backward is composed of ~10
+  element-wise ops (CUDA has fused kernels for both, so on GPU the stock op is kept);
 - splitting the fused ``w13`` / ``wqkv`` projections makes autograd ``cat`` the gradients of the
   pieces into a new buffer; here each piece's gradient is written straight into its slice of one buffer;
 - rotate-half RoPE through ``flip`` copies every q/k twice per step; here the halves are combined directly.
@@ -20,9 +20,10 @@ import torch.nn.functional as F
 class _RMSNormCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        y, rstd = torch.ops.aten._fused_rms_norm(x, [x.shape[-1]], weight, eps)
+        # one reduction pass (the stock CPU forward squares into a temporary, then takes the mean)
+        rstd = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps).rsqrt_()
         ctx.save_for_backward(x, weight, rstd)
-        return y
+        return torch.mul(x, rstd).mul_(weight)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
