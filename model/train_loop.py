@@ -31,6 +31,7 @@ from model.engine import (
     fit_micro_batch,
     import_deepspeed,
     init_distributed,
+    load_checkpoint,
     resolve_precision,
 )
 from model.metrics import mfu, peak_flops
@@ -214,8 +215,7 @@ def _train(spec: RunSpec, cfg: TrainConfig, run_dir: Path, ckpt_root: Path, rank
     torch.manual_seed(cfg.seed + 7919 * (rank + 1))  # dropout streams differ per rank
     loop = LoopState()
     if load_tag:
-        _, client = engine.load_checkpoint(str(ckpt_root), tag=load_tag, load_optimizer_states=True,
-                                           load_lr_scheduler_states=True)
+        client = load_checkpoint(engine, str(ckpt_root), load_tag)
         if client is None:
             raise ckpt.CheckpointError(f"DeepSpeed could not load checkpoint {ckpt_root / load_tag}")
         loop = LoopState(**(client.get("lmforge") or manifest["loop"]))
@@ -257,8 +257,7 @@ def _train(spec: RunSpec, cfg: TrainConfig, run_dir: Path, ckpt_root: Path, rank
         if loop.rollbacks >= cfg.max_rollbacks:
             raise TrainingDiverged(f"loss kept spiking after {loop.rollbacks} rollbacks (step {loop.step})")
         data_step, spikes, skipped = loop.data_step, loop.spikes, loop.skipped_steps
-        _, client = engine.load_checkpoint(str(ckpt_root), tag=tag, load_optimizer_states=True,
-                                           load_lr_scheduler_states=True)
+        client = load_checkpoint(engine, str(ckpt_root), tag)
         engine.zero_grad()
         restored = LoopState(**client["lmforge"])
         engine.micro_steps = engine.global_steps * accum  # discard a half-accumulated step

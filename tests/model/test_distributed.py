@@ -51,19 +51,22 @@ def test_two_process_zero_run_matches_one_process(shared, stage, launcher):
     assert max_diff(final_state(root / f"two-z{stage}", 8), final_state(root / "reference", 8)) < TOLERANCE
 
 
-def test_two_process_zero2_checkpoint_resumes_on_one_process(shared):
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_process_checkpoint_resumes_on_one_process(shared, stage):
+    """Through DeepSpeed's universal checkpoint; ZeRO-3 also exercises `engine.load_checkpoint`'s repairs
+    (per-group weight decay, one AdamW step counter per parameter sub-group)."""
     root, _ = shared
-    source = root / "two-z2"
+    source = root / f"two-z{stage}"
     if not (source / "checkpoints" / "step-000004").is_dir():
-        pytest.skip("needs the 2-process ZeRO-2 run of the test above")
-    resumed = root / "resumed-on-one"
+        pytest.skip(f"needs the 2-process ZeRO-{stage} run of the test above")
+    resumed = root / f"resumed-z{stage}-on-one"
     shutil.copytree(source / "checkpoints" / "step-000004", resumed / "checkpoints" / "step-000004")
-    spec = make_spec(resumed, root / "data", micro_batch=2, checkpoint_every=4, zero_stage=2)
+    spec = make_spec(resumed, root / "data", micro_batch=2, checkpoint_every=4, zero_stage=stage)
     spec.resume_tag = "step-000004"
     summary = train(spec)
     assert summary["step"] == 8
     start = json.loads((resumed / "events.jsonl").read_text().splitlines()[0])
-    assert start["universal"] and start["world_size"] == 1
+    assert start["universal"] and start["world_size"] == 1 and start["zero_stage"] == stage
     assert (resumed / "checkpoints" / "step-000004-universal").is_dir()
     assert max_diff(final_state(resumed, 8), final_state(source, 8)) < TOLERANCE
 
