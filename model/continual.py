@@ -3,7 +3,10 @@
 The penalty ``strength/2 * sum_i w_i (theta_i - theta*_i)^2`` is added to the language-model loss
 inside :class:`TrainModule`, so DeepSpeed sees one loss. ``w`` is 1 for L2; for EWC it is the diagonal
 empirical Fisher of the previous model on earlier data, normalised to mean 1 so that ``strength`` has the
-same scale in both modes. Parameters must be whole on every process, so this needs ZeRO stage <= 2.
+same scale in both modes. Under ZeRO stage <= 2 every process holds whole parameters and autograd
+differentiates the penalty. Under ZeRO-3 each process holds a slice of each parameter, so the penalty and its
+gradient ``strength * w * (theta - theta*)`` are computed on the local fp32 slices and added to the local
+gradient slices between backward and the optimizer step (:meth:`Regularizer.apply_to_partitions`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,39 @@ class Regularizer(nn.Module):
             sq = diff * diff
             total = total + ((sq * getattr(self, f"weight_{i}")).sum() if self.weighted else sq.sum())
         return 0.5 * self.strength * total
+
+    def apply_to_partitions(self, model: Transformer) -> float:
+        """ZeRO-3: add the penalty's gradient to this process's gradient slices; returns the global penalty.
+
+        Call after the backward of the last micro-batch of a step, before ``engine.step()``. A parameter's
+        flat element ``i`` lives on rank ``i // slice`` (the last slice zero-padded), as DeepSpeed partitions it.
+        """
+        import torch.distributed as dist
+        from deepspeed.utils import safe_get_local_fp32_param, safe_get_local_grad, safe_set_local_grad
+
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        params = dict(model.named_parameters())
+        total = torch.zeros((), dtype=torch.float64)
+        with torch.no_grad():
+            for i, name in enumerate(self.names):
+                param = params[name]
+                theta = safe_get_local_fp32_param(param)
+                start = rank * theta.numel()
+                anchor = self._local_slice(getattr(self, f"anchor_{i}"), start, theta.numel()).to(theta)
+                diff = theta - anchor
+                weighted = diff * self._local_slice(getattr(self, f"weight_{i}"), start, theta.numel()).to(theta) \
+                    if self.weighted else diff
+                total += float((weighted * diff).sum())
+                grad = safe_get_local_grad(param)
+                safe_set_local_grad(param, grad + self.strength * weighted)
+        if dist.is_initialized():
+            dist.all_reduce(total)
+        return 0.5 * self.strength * float(total)
+
+    @staticmethod
+    def _local_slice(full: torch.Tensor, start: int, size: int) -> torch.Tensor:
+        flat = full.reshape(-1)[start : start + size]
+        return torch.nn.functional.pad(flat, (0, size - flat.numel())) if flat.numel() < size else flat
 
     def save(self, path: Path) -> None:
         tensors = {f"anchor/{n}": getattr(self, f"anchor_{i}") for i, n in enumerate(self.names)}
@@ -79,15 +115,17 @@ def diagonal_fisher(model: Transformer, batches: Iterable[tuple[torch.Tensor, to
 class TrainModule(nn.Module):
     """What DeepSpeed trains: the transformer's loss plus the optional regulariser's penalty."""
 
-    def __init__(self, model: Transformer, regularizer: Regularizer | None = None) -> None:
+    def __init__(self, model: Transformer, regularizer: Regularizer | None = None,
+                 partitioned: bool = False) -> None:
         super().__init__()
         self.model = model
         self.regularizer = regularizer
+        self.partitioned = partitioned  # ZeRO-3: the penalty is applied to the gradient slices instead
         self.last_penalty = 0.0
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = self.model(x, y)
-        if self.regularizer is not None:
+        if self.regularizer is not None and not self.partitioned:
             penalty = self.regularizer.penalty(self.model)
             self.last_penalty = float(penalty.detach())
             loss = loss + penalty

@@ -137,8 +137,6 @@ def _build_regularizer(cfg: TrainConfig, spec: RunSpec, model: Transformer, data
         return None
     if spec.init_weights is None:
         raise ValueError(f"{cfg.regularization} regularisation needs previous weights; this run starts from scratch")
-    if cfg.zero_stage == 3:
-        raise ValueError(f"{cfg.regularization} regularisation needs whole parameters: use ZeRO stage <= 2")
     path = run_dir / "regularizer.safetensors"
     if not path.is_file() and rank == 0:
         anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -197,7 +195,7 @@ def _train(spec: RunSpec, cfg: TrainConfig, run_dir: Path, ckpt_root: Path, rank
     if rank == 0 and not (run_dir / "plan.npy").is_file():
         data.save_plan(run_dir)
     regularizer = _build_regularizer(cfg, spec, model, data, run_dir, rank, world)
-    module = TrainModule(model, regularizer)
+    module = TrainModule(model, regularizer, partitioned=cfg.zero_stage == 3)
 
     manifest = None
     load_tag = spec.resume_tag
@@ -286,6 +284,8 @@ def _train(spec: RunSpec, cfg: TrainConfig, run_dir: Path, ckpt_root: Path, rank
                 spike_at = micro
                 break
             engine.backward(loss)
+            if micro == accum - 1 and module.partitioned and module.regularizer is not None:
+                module.last_penalty = module.regularizer.apply_to_partitions(model)
             if micro == accum - 1 and cfg.zero_stage == 0:  # DeepSpeed reports no norm without ZeRO
                 grads = [p.grad for p in module.parameters() if p.grad is not None]
                 grad_norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
@@ -305,7 +305,7 @@ def _train(spec: RunSpec, cfg: TrainConfig, run_dir: Path, ckpt_root: Path, rank
                 rollback()
             continue
         loop.consecutive_spikes = 0
-        step_loss = sum(losses) / len(losses)
+        step_loss = sum(losses) / len(losses) + (module.last_penalty if module.partitioned else 0.0)
         recent.append(step_loss)
         loop.step += 1
         elapsed = time.perf_counter() - started

@@ -71,6 +71,26 @@ def test_two_process_checkpoint_resumes_on_one_process(shared, stage):
     assert max_diff(final_state(resumed, 8), final_state(source, 8)) < TOLERANCE
 
 
+def test_ewc_under_two_process_zero3_matches_one_process_zero0(shared):
+    """Under ZeRO-3 the penalty is applied to each process's parameter slices (the last one padded)."""
+    root, data = shared
+    start = root / "reference" / "checkpoints" / "step-000004" / "weights"
+
+    def spec_for(run, stage):
+        spec = make_spec(run, data, steps=4, micro_batch=2, checkpoint_every=4, zero_stage=stage,
+                         regularization="ewc", reg_strength=50.0)
+        spec.init_weights, spec.continuing = str(start), True
+        return spec
+
+    train(spec_for(root / "ewc-one", 0))
+    events = run_subprocess(spec_for(root / "ewc-two-z3", 3), processes=2)
+    one = [json.loads(x) for x in (root / "ewc-one" / "events.jsonl").read_text().splitlines()]
+    penalties = [e["penalty"] for e in events if e["type"] == "step"]
+    assert penalties[-1] > 0
+    assert penalties == pytest.approx([e["penalty"] for e in one if e["type"] == "step"], rel=1e-4)
+    assert max_diff(final_state(root / "ewc-two-z3", 4), final_state(root / "ewc-one", 4)) < TOLERANCE
+
+
 def test_sigkilled_run_resumes_to_the_same_weights_bitwise(shared):
     root, data = shared
     run = root / "killed"
