@@ -32,6 +32,7 @@ class Regularizer(nn.Module):
             if weights is not None:
                 self.register_buffer(f"weight_{i}", weights[name].detach().clone(), persistent=False)
         self.weighted = weights is not None
+        self.sliced = False  # ZeRO-3: set once the buffers hold only this process's slices
 
     def penalty(self, model: Transformer) -> torch.Tensor:
         params = dict(model.named_parameters())
@@ -58,14 +59,17 @@ class Regularizer(nn.Module):
             for i, name in enumerate(self.names):
                 param = params[name]
                 theta = safe_get_local_fp32_param(param)
-                start = rank * theta.numel()
-                anchor = self._local_slice(getattr(self, f"anchor_{i}"), start, theta.numel()).to(theta)
-                diff = theta - anchor
-                weighted = diff * self._local_slice(getattr(self, f"weight_{i}"), start, theta.numel()).to(theta) \
-                    if self.weighted else diff
+                if not self.sliced:  # keep only this process's slices: the whole tensors are a model copy each
+                    start = rank * theta.numel()
+                    for kind in ("anchor", "weight") if self.weighted else ("anchor",):
+                        whole = getattr(self, f"{kind}_{i}")
+                        setattr(self, f"{kind}_{i}", self._local_slice(whole, start, theta.numel()).to(theta).clone())
+                diff = theta - getattr(self, f"anchor_{i}")
+                weighted = diff * getattr(self, f"weight_{i}") if self.weighted else diff
                 total += float((weighted * diff).sum())
                 grad = safe_get_local_grad(param)
                 safe_set_local_grad(param, grad + self.strength * weighted)
+        self.sliced = True
         if dist.is_initialized():
             dist.all_reduce(total)
         return 0.5 * self.strength * float(total)
