@@ -20,7 +20,7 @@ import numpy as np
 
 from tasks.quality.key_table import KeyTable
 from tasks.quality.mapped_array import MappedArray
-from tasks.quality.minhash import band_keys, optimal_bands
+from tasks.quality.minhash import band_keys, jaccard_estimate, optimal_bands
 
 KEY_BYTES = 16
 _KEY_CHUNK_ROWS = 4096  # rows whose keys `add_many` computes at once (a transient of 8 bytes per signature value)
@@ -128,9 +128,9 @@ class DedupIndex:
         exact = np.flatnonzero((self._exact_keys.data[entries] == key).all(axis=1))
         if len(exact):
             return DedupDecision(Verdict.EXACT, self._doc_id(int(entries[exact[0]])), 1.0)
-        same = np.count_nonzero(self._sigs.data[entries] == sig, axis=1)
-        best = int(np.argmax(same))
-        similarity = int(same[best]) / self.num_perm
+        similarities = jaccard_estimate(self._sigs.data[entries], sig)
+        best = int(np.argmax(similarities))
+        similarity = float(similarities[best])
         if similarity >= self.threshold:
             return DedupDecision(Verdict.NEAR, self._doc_id(int(entries[best])), similarity)
         return DedupDecision(Verdict.UNIQUE)

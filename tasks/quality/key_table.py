@@ -28,6 +28,11 @@ SHIFT = np.uint64(32)
 MAX_ENTRIES = 0xFFFF_FFFF  # entry numbers below LOW: a pair never equals the upper search bound `key | LOW`
 
 
+def _check_entry(largest: int) -> None:
+    if largest >= MAX_ENTRIES:
+        raise OverflowError(f"a key table holds entries 0 to {MAX_ENTRIES - 1}")
+
+
 class KeyTable:
     """Which entries were paired with a key: `admit` looks rows of keys up and pairs them, `extend` in bulk."""
 
@@ -52,8 +57,8 @@ class KeyTable:
 
     def extend(self, keys: np.ndarray, entries: np.ndarray) -> None:
         """Pair each of `entries` with the key at the same position (loading); sorted on the next lookup."""
-        if len(entries) and int(entries.max()) >= MAX_ENTRIES:
-            raise OverflowError(f"a key table holds entries 0 to {MAX_ENTRIES - 1}")
+        if len(entries):
+            _check_entry(int(entries.max()))
         self._pairs.extend((keys & HIGH) | entries.astype(np.uint64))
 
     def _admit(self, keys: np.ndarray, decide: Callable[[int, list[int]], int | None], offset: int) -> None:
@@ -91,8 +96,7 @@ class KeyTable:
                 else:
                     hit.append(entry)
         if rows:
-            if max(entries) >= MAX_ENTRIES:
-                raise OverflowError(f"a key table holds entries 0 to {MAX_ENTRIES - 1}")
+            _check_entry(max(entries))
             packed = (high[rows] | np.array(entries, dtype=np.uint64)[:, np.newaxis]).ravel()
             self._pending[self._pending_count : self._pending_count + len(packed)] = packed
             self._pending_count += len(packed)

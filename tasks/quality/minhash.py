@@ -73,9 +73,10 @@ class MinHasher:
         return self.signature_of(self.word_hashes(text))
 
 
-def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
-    """Estimated Jaccard similarity: the fraction of equal signature positions."""
-    return float(np.count_nonzero(a == b)) / len(a)
+def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard similarity: the fraction of equal signature positions, along the last axis (so one
+    signature against a stack of them gives one estimate each)."""
+    return np.count_nonzero(a == b, axis=-1) / a.shape[-1]
 
 
 @functools.cache
