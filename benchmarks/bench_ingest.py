@@ -202,9 +202,9 @@ def score(removed: set[str], truth: dict[str, tuple[str, str]], excluded: set[st
 def run_lmforge(corpus: Path, work: Path, docs: int) -> dict:
     from lmforge_core.runtime import open_runtime
     from lmforge_core.settings import load_settings
+    from model.tokenizer import make_ref, store_tokenizer, train_bpe
     from tasks.ingest.pipeline import run_ingest
     from tasks.quality.dedup_store import DedupStore
-    from tasks.tokenizer.bpe import make_ref, store_tokenizer, train_bpe
 
     settings = load_settings(workspace=work / "ws", database_url="", artifact_uri="")
     rt = open_runtime(settings)

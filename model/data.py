@@ -12,72 +12,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from model.losses import IGNORE_INDEX
+from model.token_shards import DataError, TokenWindows, load_manifest
 
-TOKENS_FORMAT = "lmforge.tokens.v1"
 NEW, REPLAY = 0, 1
-
-
-class DataError(ValueError):
-    """A dataset manifest or shard is malformed or does not fit the model."""
-
-
-def safe_key_path(root: Path, key: str) -> Path:
-    """``root / key`` for a relative POSIX artifact key, refusing absolute paths and ``..``."""
-    parts = PurePosixPath(key).parts
-    if not parts or PurePosixPath(key).is_absolute() or ".." in parts:
-        raise DataError(f"artifact key {key!r} is not a plain relative path")
-    return Path(root, *parts)
-
-
-class TokenWindows:
-    """The windows of one split of one dataset version, across its memory-mapped shards."""
-
-    def __init__(self, manifest: dict[str, Any], root: Path, split: str = "train") -> None:
-        if manifest.get("format") != TOKENS_FORMAT:
-            raise DataError(f"dataset manifest format {manifest.get('format')!r} is not {TOKENS_FORMAT!r}")
-        self.dataset_version = manifest["dataset_version"]
-        self.window = int(manifest["window"])
-        dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
-        self.arrays: list[np.ndarray] = []
-        counts = []
-        for shard in manifest["splits"].get(split, []):
-            path = safe_key_path(root, shard["key"])
-            if not path.is_file():
-                raise DataError(f"{self.dataset_version}: shard {path} is missing")
-            expected = int(shard["num_windows"]) * self.window * dtype.itemsize
-            if path.stat().st_size != expected:
-                raise DataError(f"{path}: {path.stat().st_size} bytes, expected {expected} "
-                                f"({shard['num_windows']} windows of {self.window} {dtype.name} tokens)")
-            if shard["num_windows"]:
-                arr = np.memmap(path, dtype=dtype, mode="r").reshape(-1, self.window)
-                self.arrays.append(arr)
-                counts.append(arr.shape[0])
-        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        tokenizer = manifest.get("tokenizer", {})
-        self.vocab_size = int(tokenizer.get("vocab_size", 0))
-        self.tokenizer_version = tokenizer.get("version")
-        self.pad_id: int | None = tokenizer.get("pad_id")
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def get(self, indices: np.ndarray) -> np.ndarray:
-        shard = np.searchsorted(self.offsets, indices, side="right") - 1
-        return np.stack([self.arrays[s][i - self.offsets[s]] for s, i in zip(shard, indices, strict=True)])
-
-
-def load_manifest(root: Path, dataset_version: str) -> dict[str, Any]:
-    path = safe_key_path(root, f"datasets/{dataset_version}/manifest.json")
-    if not path.is_file():
-        raise DataError(f"manifest of dataset {dataset_version} not found at {path}")
-    return json.loads(path.read_text())
 
 
 def _epoch_draws(n_items: int, count: int, seed: int, stream: int) -> np.ndarray:

@@ -326,3 +326,64 @@ class Deployment(Base):
     triton_model_name: Mapped[str] = mapped_column(String(128))
     triton_version: Mapped[int] = mapped_column(Integer)
     deployed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class GateVerdict(enum.StrEnum):
+    PROMOTE = "promote"
+    NEEDS_REVIEW = "needs_review"
+    REJECT = "reject"
+
+
+class ReviewRequestStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+
+
+class GateDecision(Base):
+    """The promotion gate's decision on a model version: the verdict and every check behind it.
+
+    ``checks`` is a list of ``{"name", "metric", "value", "bound", "kind", "passed", "verdict", "detail"}``
+    dicts, in the order the gate table shows them. The newest decision of a model version is the one in force.
+    """
+
+    __tablename__ = "gate_decisions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    verdict: Mapped[GateVerdict] = mapped_column(_enum(GateVerdict, "gate_verdict"))
+    baseline_model_version_id: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"))
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    report_key: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewRequest(Base):
+    """A human review the pipeline is waiting for; ``flow_run_id`` names the paused/suspended Prefect run
+    to resume when the review is given (empty when no flow waits, e.g. a review asked from the CLI)."""
+
+    __tablename__ = "review_requests"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    status: Mapped[ReviewRequestStatus] = mapped_column(
+        _enum(ReviewRequestStatus, "review_request_status"), default=ReviewRequestStatus.PENDING
+    )
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deadline: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    review_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"))
+
+
+class AuditEvent(Base):
+    """Who did what to which thing, append-only: review decisions, promotions, rollbacks, logins refused."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(256), default="")
+    source: Mapped[str] = mapped_column(String(32), default="cli")
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -32,7 +32,9 @@ from typing import Any
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.models import BatchStatus, DatasetVersion, TokenizerVersion
 from lmforge_core.runtime import Runtime
-from tasks.dataset.packing import manifest_bytes, split_of, write_dataset
+from model.token_shards import manifest_bytes
+from model.tokenizer import TokenizerRef, load_tokenizer, make_ref, store_tokenizer, train_bpe
+from tasks.dataset.packing import split_of, write_dataset
 from tasks.ingest.batch import BatchSpool, ShardTally
 from tasks.ingest.ingest_lock import ConfirmLock, ingest_lock
 from tasks.ingest.known_shards import Retry, link_retry, record_shard, skip_reason
@@ -43,7 +45,6 @@ from tasks.ingest.sources import ShardRef, Source, open_source
 from tasks.quality.dedup_store import DedupStore
 from tasks.quality.drift import jensen_shannon
 from tasks.quality.gate import GateResult, run_gate
-from tasks.tokenizer.bpe import TokenizerRef, load_tokenizer, make_ref, store_tokenizer, train_bpe
 
 GATE_FAILED = "quality_gate_failed"
 Progress = Callable[[str, int, int], None]

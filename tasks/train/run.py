@@ -28,11 +28,11 @@ from lmforge_core.metadata.models import RunStatus
 from lmforge_core.runtime import Runtime
 from model import checkpointing as ckpt
 from model.configs import get_config
-from model.data import load_manifest, safe_key_path
 from model.engine import fit_micro_batch, init_single_process, resolve_precision
 from model.hf_interop import import_hf
 from model.launch import spawn
 from model.metrics import peak_flops
+from model.token_shards import load_manifest, safe_key_path
 from model.train_loop import RunSpec, train
 from model.weights import CONFIG_FILE, WEIGHTS_FILE, read_weights_config, sha256_file
 from tasks.train.recording import Recorder, checkpoint_prefix, upload_tree

@@ -13,6 +13,23 @@ import pytest
 LMFORGE = [sys.executable, "-m", "flows.cli"]
 
 
+def _schema_head() -> str:
+    """The newest migration shipped: read from the Alembic scripts, not typed here."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from lmforge_core.metadata.store import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+SCHEMA_HEAD = _schema_head()
+
+
 def lmforge(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LMFORGE_")}
     full_env.update(env or {}, COLUMNS="200")
@@ -22,7 +39,7 @@ def lmforge(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproc
 def test_init_then_status_on_the_embedded_defaults(tmp_path: Path) -> None:
     init = lmforge("init", "--json", cwd=tmp_path)
     assert init.returncode == 0, init.stderr
-    assert json.loads(init.stdout)["schema_revision"] == "0001"
+    assert json.loads(init.stdout)["schema_revision"] == SCHEMA_HEAD
     assert (tmp_path / ".lmforge" / "metadata.db").is_file()
     status = lmforge("status", "--json", cwd=tmp_path)
     assert status.returncode == 0, status.stderr
@@ -41,7 +58,7 @@ def test_init_then_status_on_postgresql_and_s3(tmp_path: Path, fresh_postgres_ur
     assert status.returncode == 0, status.stderr
     data = json.loads(status.stdout)
     assert data["settings"]["database_url"].startswith("postgresql+psycopg://")
-    assert data["database"]["schema_revision"] == data["database"]["schema_head"] == "0001"
+    assert data["database"]["schema_revision"] == data["database"]["schema_head"] == SCHEMA_HEAD
     assert data["artifacts"] == {"ok": True}
 
 
@@ -51,7 +68,7 @@ def test_db_upgrade_reports_revisions(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == {
         "database": f"sqlite:///{tmp_path / '.lmforge' / 'metadata.db'}",
         "from_revision": None,
-        "to_revision": "0001",
+        "to_revision": SCHEMA_HEAD,
     }
 
 

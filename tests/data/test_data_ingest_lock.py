@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from flows.cli_common import CliError
+from flows.cli.common import CliError
 from lmforge_core.metadata import repository as repo
 from tasks.ingest.ingest_lock import IngestLockedError, IngestLockLostError, ingest_lock
 from tasks.ingest.pipeline import run_ingest

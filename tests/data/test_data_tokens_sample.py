@@ -10,9 +10,10 @@ import numpy as np
 
 from lmforge_core.artifacts.local import LocalArtifactStore
 from lmforge_core.config.data import TokenizerConfig
-from tasks.dataset.packing import read_windows, split_of, write_dataset
+from model.token_shards import read_windows
+from model.tokenizer import load_tokenizer, make_ref, store_tokenizer, train_bpe
+from tasks.dataset.packing import split_of, write_dataset
 from tasks.ingest.sample import TOPICS, write_sample
-from tasks.tokenizer.bpe import load_tokenizer, make_ref, store_tokenizer, train_bpe
 
 
 def test_bpe_packing_and_manifest(tmp_path: Path, make_prose) -> None:

@@ -2,12 +2,15 @@
 
 import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from model.configs import ModelConfig
+from model.token_shards import SPLITS, ShardWriter, build_manifest, manifest_key
 from model.train_loop import RunSpec
 from model.weights import load_state_dict
 
@@ -18,27 +21,30 @@ TINY = ModelConfig(vocab_size=VOCAB, dim=64, n_layers=2, n_heads=4, ffn_hidden=1
 
 def write_dataset(root: Path, version: str, windows: np.ndarray, shards: int = 2,
                   dtype: str = "uint16", pad_id: int | None = None) -> dict:
-    """Write ``windows`` (n, WINDOW) as a dataset version under ``root`` (artifact-key layout).
-
-    The synthetic tokenizer declares no PAD token unless ``pad_id`` is given.
+    """Write ``windows`` (n, WINDOW) as a dataset version under ``root`` (artifact-key layout), through the
+    format's one writer. The synthetic tokenizer declares no PAD token unless ``pad_id`` is given.
     """
-    folder = root / "datasets" / version
-    folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for i, part in enumerate(np.array_split(windows, shards)):
-        key = f"datasets/{version}/train-{i:05d}.bin"
-        data = part.astype(np.dtype(dtype).newbyteorder("<")).tobytes()
-        (root / key).write_bytes(data)
-        entries.append({"key": key, "sha256": hashlib.sha256(data).hexdigest(), "num_tokens": part.size,
-                        "num_windows": len(part)})
-    manifest = {
-        "format": "lmforge.tokens.v1", "dataset_version": version, "dtype": dtype, "window": windows.shape[1],
-        "tokenizer": {"version": "tok-000001", "key": "tokenizers/tok-000001/tokenizer.json", "sha256": "0",
-                      "vocab_size": VOCAB, "bos_id": 1, "eos_id": 2, "pad_id": pad_id},
-        "splits": {"train": entries, "validation": []},
-        "num_tokens": {"train": int(windows.size), "validation": 0}, "batches": [], "created_at": "2026-01-01",
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    def put(key: str, path: Path) -> str:
+        dest = root / key
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, dest)
+        return hashlib.sha256(dest.read_bytes()).hexdigest()
+
+    np_dtype = np.dtype(dtype).newbyteorder("<")
+    width = windows.shape[1]
+    per_shard = -(-len(windows) // shards)
+    with tempfile.TemporaryDirectory() as spool:
+        writers = {split: ShardWriter(split, version, width, per_shard, np_dtype, pad_id or 0, put, Path(spool))
+                   for split in SPLITS}
+        for row in windows:
+            writers["train"].add(row)
+        for writer in writers.values():
+            writer.close()
+    tokenizer = {"version": "tok-000001", "key": "tokenizers/tok-000001/tokenizer.json", "sha256": "0",
+                 "vocab_size": VOCAB, "bos_id": 1, "eos_id": 2, "pad_id": pad_id}
+    manifest = build_manifest(version, width, np_dtype, tokenizer, writers, [])
+    (root / manifest_key(version)).write_text(json.dumps(manifest))
     return manifest
 
 

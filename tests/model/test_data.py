@@ -7,8 +7,9 @@ import pytest
 import torch
 from helpers import VOCAB, WINDOW, pattern_windows, write_dataset
 
-from model.data import DataError, DataMix, TokenWindows, build_plan, load_manifest
+from model.data import DataMix, build_plan
 from model.losses import IGNORE_INDEX
+from model.token_shards import DataError, TokenWindows, load_manifest
 
 
 def test_windows_read_back_across_shards_and_dtypes(tmp_path):

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from flows.cli_common import CliError, console, emit, runtime
+from flows.cli.common import CliError, console, emit, runtime
 from lmforge_core.metadata import repository as repo
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         as_json: JsonFlag = False,
     ) -> None:
         """Train (continual: new data + replay) and record a run and a new candidate model version."""
-        from model.data import DataError
+        from model.token_shards import DataError
         from model.weights import WeightsError
         from tasks.train.run import TrainingError, resume_training, run_training
 

@@ -1,4 +1,7 @@
-"""Byte-level BPE tokenizer: training, versioned storage, loading.
+"""The tokenizer wrapper: byte-level BPE training, versioned storage, loading, encode/decode.
+
+Shared by ingestion (training and packing), training, evaluation and serving (the Triton tokenizer
+model), so it lives in the model library rather than in a stage.
 
 Special tokens come first in the vocabulary (BOS, EOS, PAD = ids 0, 1, 2 with the default config).
 A tokenizer version is stored as ``tokenizers/<version>/tokenizer.json`` and recorded in the
@@ -32,6 +35,21 @@ class TokenizerRef:
     pad_id: int
     tokenizer: Tokenizer
     record_id: int | None = None
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        return frozenset((self.bos_id, self.eos_id, self.pad_id))
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens (the packing and prompt convention)."""
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        # the fast variant skips character offsets, which are not needed and cost memory per token.
+        return [enc.ids for enc in self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], *, skip_special: bool = True) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=skip_special)
 
     def manifest_entry(self) -> dict[str, Any]:
         return {

@@ -11,8 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flows import cli_data, cli_train
-from flows.cli_common import CliError, configure, debug_enabled, emit, err_console, runtime, settings
+from flows.cli import data as cli_data
+from flows.cli import train as cli_train
+from flows.cli.common import CliError, configure, debug_enabled, emit, err_console, runtime, settings
 from lmforge_core.artifacts import ArtifactError
 from lmforge_core.metadata import MetadataStoreError
 from lmforge_core.metadata import repository as repo
@@ -196,6 +197,3 @@ def _one_line(exc: Exception) -> str:
         return f"invalid settings: {problems} (check LMFORGE_* variables and lmforge.toml)"
     return mask_text(str(exc))
 
-
-if __name__ == "__main__":
-    main()
