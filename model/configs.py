@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-
 TRAINING_OPTIONS = ("dropout", "activation_checkpointing")
 
 
