@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tasks.dedup import DedupDecision
 from tasks.ingest.records import Record
 from tasks.quality.assess import Assessment
-from tasks.quality.dedup import DedupDecision
 from tasks.quality.documents_table import SCORES, DocumentsTable
 from tasks.quality.drift import BatchProfile
 from tasks.quality.pii import PII_TYPES

@@ -35,6 +35,7 @@ from lmforge_core.runtime import Runtime
 from model.token_shards import manifest_bytes
 from model.tokenizer import TokenizerRef, load_tokenizer, make_ref, store_tokenizer, train_bpe
 from tasks.dataset.packing import split_of, write_dataset
+from tasks.dedup import DedupStore
 from tasks.ingest.batch import BatchSpool, ShardTally
 from tasks.ingest.ingest_lock import ConfirmLock, ingest_lock
 from tasks.ingest.known_shards import Retry, link_retry, record_shard, skip_reason
@@ -42,7 +43,6 @@ from tasks.ingest.processing import Assessors, process_shard
 from tasks.ingest.records import ShardError
 from tasks.ingest.sample import write_sample
 from tasks.ingest.sources import ShardRef, Source, open_source
-from tasks.quality.dedup_store import DedupStore
 from tasks.quality.drift import jensen_shannon
 from tasks.quality.gate import GateResult, run_gate
 

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from lmforge_core.config.data import DataConfig
+from tasks.dedup import DedupDecision, DedupIndex, Verdict
 from tasks.ingest.batch import BatchSpool, ShardTally
 from tasks.ingest.readers import read_shard
 from tasks.ingest.records import Reason, Record, ShardError, filter_reason
 from tasks.quality.assess import Assessment, Assessor, assess_texts, init_worker
-from tasks.quality.dedup import DedupDecision, DedupIndex, Verdict
 
 
 class Assessors:

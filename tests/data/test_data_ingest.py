@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.models import BatchStatus
+from tasks.dedup import DedupStore
 from tasks.ingest.pipeline import run_ingest
 from tasks.ingest.readers import read_shard
 from tasks.ingest.records import ShardError
 from tasks.ingest.sample import write_sample
-from tasks.quality.dedup_store import DedupStore
 
 
 def docs(make_prose, seeds, words: int = 120) -> list[dict]:
