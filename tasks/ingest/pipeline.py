@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lmforge_core.metadata import repository as repo
+from lmforge_core.metadata.locks import ConfirmLock
 from lmforge_core.metadata.models import BatchStatus, DatasetVersion, TokenizerVersion
 from lmforge_core.runtime import Runtime
 from model.token_shards import manifest_bytes
@@ -37,7 +38,7 @@ from model.tokenizer import TokenizerRef, load_tokenizer, make_ref, store_tokeni
 from tasks.dataset.packing import split_of, write_dataset
 from tasks.dedup import DedupStore
 from tasks.ingest.batch import BatchSpool, ShardTally
-from tasks.ingest.ingest_lock import ConfirmLock, ingest_lock
+from tasks.ingest.ingest_lock import ingest_lock
 from tasks.ingest.known_shards import Retry, link_retry, record_shard, skip_reason
 from tasks.ingest.processing import Assessors, process_shard
 from tasks.ingest.records import ShardError
