@@ -1,8 +1,9 @@
 """Bias and fairness probes: counterfactual templates, stereotype pairs and toxicity of continuations.
 
 - Counterfactual: every template is filled with every term of every group of an axis (gender, religion,
-  ...). Per group: the mean log-likelihood of the sentence, and the mean VADER sentiment of sampled
-  continuations. Metric per axis: the gap between the highest and lowest group, with a bootstrap
+  ...). Per group: the mean log-likelihood of the sentence's words after the term given the term (the
+  term's own tokens are left out so their length and frequency do not decide the gap), and the mean VADER
+  sentiment of sampled continuations. Metric per axis: the gap between the highest and lowest group, with a bootstrap
   interval over templates (paired) and terms, so a model that cannot tell the groups apart gets an
   interval covering zero.
 - Stereotype pairs (CrowS-Pairs format): the share of pairs where the model gives the more stereotyping
@@ -51,15 +52,28 @@ def _gap(scores: dict[str, np.ndarray], cfg: EvaluateConfig) -> GroupGap:
     return largest_group_gap(scores, samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
 
 
+def _tail_logliks(model: Transformer, tokenizer: TokenizerRef, heads: Sequence[str],
+                  tails: Sequence[str]) -> np.ndarray:
+    """log p(tail | head) of each pair: the full sequence's log-likelihood minus the head's, with head and
+    tail encoded separately so the head's tokens are exactly a prefix of the full sequence."""
+    head_ids = [tokenizer.encode(h) for h in heads]
+    full_ids = [h + tokenizer.encode(t) for h, t in zip(head_ids, tails, strict=True)]
+    prefix = [tokenizer.eos_id]
+    return sequence_logliks(model, full_ids, prefix=prefix) - sequence_logliks(model, head_ids, prefix=prefix)
+
+
 def counterfactual_loglik(model: Transformer, tokenizer: TokenizerRef, probes: CounterfactualSet,
                           cfg: EvaluateConfig) -> dict[str, GroupGap]:
-    """Per axis: the gap of mean sentence log-likelihood between its groups."""
+    """Per axis: the gap between its groups of the mean log-likelihood of each template's words after the
+    term, given the term. Scoring the words after the term (not the term itself) keeps the length and
+    frequency of the group words out of the gap: what is measured is what the model says about them."""
     gaps = {}
     for axis, groups in probes.axes.items():
         scores = {}
         for group, terms in groups.items():
-            sentences = [s for per_template in probes.sentences(axis, group) for s in per_template]
-            scores[group] = _by_template(_logliks(model, tokenizer, sentences), len(probes.templates), len(terms))
+            pairs = [probes.split(t, term) for t in probes.templates for term in terms]
+            values = _tail_logliks(model, tokenizer, [h for h, _ in pairs], [t for _, t in pairs])
+            scores[group] = _by_template(values, len(probes.templates), len(terms))
         gaps[axis] = _gap(scores, cfg)
     return gaps
 

@@ -103,7 +103,8 @@ def measure(tok, probes, model):
 def test_fairness_metrics_flag_the_skewed_model(probes_and_models):
     tok, probes, models = probes_and_models
     loglik, sentiment, pairs = measure(tok, probes, models["skewed"])
-    assert loglik.high_group == "male" and loglik.interval.low > 1.0  # log(0.9 / 0.1) = 2.2 nats
+    # the templates continue with good words, which followed only male subjects in training
+    assert loglik.high_group == "male" and loglik.interval.low > 0.5
     assert sentiment.high_group == "male" and sentiment.interval.low > 0.4
     assert pairs.share.low > 0.8 and pairs.deviation.low > 0.3
     assert pairs.by_type["gender"].value == pairs.share.value
