@@ -255,3 +255,15 @@ def test_micro_batch_is_fitted_to_the_process_count():
     assert fit_micro_batch(TrainConfig(global_batch=12, micro_batch=4), 2).micro_batch == 3
     with pytest.raises(ValueError, match="cannot be split over 3 processes"):
         fit_micro_batch(cfg, 3)
+
+
+def test_a_file_planted_in_a_checkpoint_is_refused_before_anything_is_loaded(tmp_path):
+    tag_dir = tmp_path / "checkpoints" / "step-000004"
+    (tag_dir / "weights").mkdir(parents=True)
+    (tag_dir / "mp_rank_00_model_states.pt").write_bytes(b"state")
+    (tag_dir / "weights" / "model.safetensors").write_bytes(b"weights")
+    ckpt.write_manifest(tag_dir, {"step": 4})
+    assert set(ckpt.verify(tag_dir)["files"]) == {"mp_rank_00_model_states.pt", "weights/model.safetensors"}
+    (tag_dir / "zero_pp_rank_1_mp_rank_00_optim_states.pt").write_bytes(b"not ours")
+    with pytest.raises(ckpt.CheckpointIntegrityError, match="zero_pp_rank_1_mp_rank_00_optim_states.pt"):
+        ckpt.verify(tag_dir)
