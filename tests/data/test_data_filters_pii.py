@@ -111,3 +111,32 @@ def test_several_kinds_in_one_text_are_counted_separately() -> None:
     redacted, counts = redact_pii(text)
     assert counts == {"email": 2, "credit_card": 1, "ipv6": 0, "ipv4": 1, "phone": 1}
     assert "@" not in redacted and "10.0.0.1" not in redacted
+
+
+def test_a_failed_filter_explains_its_rule_score_and_bound() -> None:
+    from lmforge_core.metadata.removal_repository import describe_removal
+    from tasks.ingest.batch import removal_row
+
+    checks = {b.name: b for b in CHECKS}
+    listy = "\n".join(f"- item {i} of the list" for i in range(60))
+    scores = score_document(clean_text(listy), T)
+    assert "bullet_line_fraction" in failed_filters(scores, CHECKS)
+    why = checks["bullet_line_fraction"].explain(scores)
+    assert why == {"rule": "bullet_line_fraction", "score": 1.0, "min": None, "max": T.max_bullet_line_fraction}
+    row = removal_row({"shard": "s.jsonl", "position": 4, "id": "x", "reason": "filter:bullet_line_fraction",
+                       "filter": why})
+    assert describe_removal(row) == f"filter bullet_line_fraction: score 1 is above the maximum {T.max_bullet_line_fraction:g}"
+    short = score_document("a few words only", T)
+    assert checks["word_count"].explain(short) == {"rule": "word_count", "score": 4.0, "min": T.min_words,
+                                                   "max": T.max_words}
+
+
+def test_a_twin_reference_round_trips_and_old_references_still_name_their_batch() -> None:
+    from tasks.ingest.records import DocRef
+
+    ref = DocRef(3, "day-1/part:0.jsonl", 12, 'id with "quotes", [brackets] and :colons')
+    assert DocRef.decode(ref.encode()) == ref
+    assert DocRef.decode(DocRef(4, "a.jsonl", 1, None).encode()).to_dict() == {
+        "batch_id": 4, "shard": "a.jsonl", "position": 1, "id": None}
+    assert DocRef.decode("batch-7:doc:with:colons") == DocRef(7, None, None, "doc:with:colons")  # before twins had shards
+    assert DocRef.decode("legacy") == DocRef(None, None, None, "legacy")
