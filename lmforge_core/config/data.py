@@ -68,7 +68,20 @@ class DedupConfig(BaseModel):
 
     num_perm: int = 128
     shingle_size: int = 5
-    near_duplicate_threshold: float = 0.8
+    # Defaults chosen from the graded-edit curve of `benchmarks/bench_ingest.py` (README, "Near duplicates"): at
+    # least datatrove's default recall at every edit level up to 10% of the text, no unrelated document removed.
+    # Estimated Jaccard similarity (of 5-word shingle sets) at or above which a candidate is a near duplicate: a
+    # copy with 5% of its words changed is at about 0.6, one with 10% changed at 0.4-0.5.
+    near_duplicate_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    # a document whose shingles are at least this share contained in an earlier one (an excerpt of it) is a near
+    # duplicate too, whatever its Jaccard similarity; None turns the containment check off.
+    containment_threshold: float | None = Field(default=0.9, gt=0.0, le=1.0)
+    # LSH layout: bands of `lsh_rows` signature values; `lsh_bands` None: as many bands as the signature holds
+    # (32 at 128 permutations), `lsh_rows` None: the layout `optimal_bands` fits to the threshold. 32 x 4 makes a
+    # pair at Jaccard 0.5 a candidate with p = 0.87 and at 0.6 with 0.99, so excerpts (whose Jaccard is their
+    # share of the original) reach the containment check.
+    lsh_rows: int | None = Field(default=4, ge=1)
+    lsh_bands: int | None = Field(default=None, ge=1)
     seed: int = 1
 
 
