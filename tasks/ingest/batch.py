@@ -114,6 +114,8 @@ class BatchSpool:
         if decision is not None and decision.duplicate_of is not None:
             entry["duplicate_of"] = DocRef.decode(decision.duplicate_of).to_dict()
             entry["similarity"] = round(decision.similarity, 4)
+            if decision.containment is not None:  # decided by containment: this share of it is in its twin
+                entry["containment"] = round(decision.containment, 4)
         self._rejected.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self.rejected_count += 1
 

@@ -71,6 +71,8 @@ from tasks.ingest.staging import (
     StagedBatch,
     assess_and_deduplicate,
     load_dedup_index,
+    sample_source_dir,
+    source_config,
     work_dir,
 )
 from tasks.quality.drift import jensen_shannon
@@ -115,11 +117,6 @@ class IngestResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def sample_source_dir(runtime: Runtime) -> Path:
-    configured = runtime.settings.data.sample_source_dir
-    return Path(configured).expanduser() if configured else runtime.settings.workspace / "sample-source"
 
 
 def ensure_sample_source(runtime: Runtime) -> Path:
@@ -284,8 +281,8 @@ def gate_batch(runtime: Runtime, staged: StagedBatch) -> GateOutcome:
     if staged.read == 0:
         return outcome
     t0 = time.perf_counter()
-    outcome.result = run_gate(runtime.settings.workspace, runtime.settings.data, staged.spool.documents.path,
-                              outcome.figures, staged.label)
+    outcome.result = run_gate(runtime.settings.workspace, source_config(runtime, staged.source_uri),
+                              staged.spool.documents.path, outcome.figures, staged.label)
     staged.timings["gate_s"] = time.perf_counter() - t0
     outcome.data_docs_key = _upload_data_docs(runtime, outcome.result, staged.label)
     return outcome
