@@ -151,5 +151,5 @@ def removal_row(entry: dict[str, Any]) -> dict[str, Any]:
         "reason": entry["reason"], "detail": entry.get("detail"),
         "rule": rule.get("rule"), "score": rule.get("score"), "bound_min": rule.get("min"), "bound_max": rule.get("max"),
         "twin_batch_id": twin.get("batch_id"), "twin_shard": twin.get("shard"), "twin_position": twin.get("position"),
-        "twin_doc_id": twin.get("id"), "similarity": entry.get("similarity"),
+        "twin_doc_id": twin.get("id"), "similarity": entry.get("similarity"), "containment": entry.get("containment"),
     }

@@ -155,3 +155,17 @@ def test_a_twin_reference_round_trips_and_old_references_still_name_their_batch(
         "batch_id": 4, "shard": "a.jsonl", "position": 1, "id": None}
     assert DocRef.decode("batch-7:doc:with:colons") == DocRef(7, None, None, "doc:with:colons")  # before twins had shards
     assert DocRef.decode("legacy") == DocRef(None, None, None, "legacy")
+
+
+def test_a_duplicate_removal_reads_as_a_sentence_naming_its_twin() -> None:
+    from lmforge_core.metadata.removal_repository import describe_removal
+    from tasks.ingest.batch import removal_row
+
+    twin = {"batch_id": 3, "shard": "day-2/a.jsonl", "position": 17, "id": "X"}
+    near = removal_row({"shard": "b.jsonl", "position": 1, "id": "y", "reason": "near_duplicate",
+                        "duplicate_of": twin, "similarity": 0.9134})
+    assert describe_removal(near) == "near duplicate: 91% like document X (day-2/a.jsonl #17) of batch 3"
+    excerpt = removal_row({"shard": "b.jsonl", "position": 2, "id": "z", "reason": "near_duplicate",
+                           "duplicate_of": twin, "similarity": 0.42, "containment": 0.97})
+    assert describe_removal(excerpt) == ("near duplicate: 97% of it is contained in document X (day-2/a.jsonl #17) "
+                                         "of batch 3 (42% alike as a whole)")
