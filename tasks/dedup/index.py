@@ -3,7 +3,7 @@
 Entries are appended in acceptance order. Entries below `committed` came from the persisted state
 (everything ever accepted); entries above it were staged by the batch now running, so a document
 is compared with the whole history and with the earlier documents of its own batch.
-Persistence (snapshot + journal in the artifact store) lives in `dedup_store`.
+Persistence (snapshot + journal in the artifact store) lives in `tasks.dedup.store`.
 
 Per entry the index holds its signature, exact key and UTF-8 doc id in `MappedArray`s, and its lookup
 keys (the first 8 bytes of the exact key, and one key per LSH band) in one `KeyTable`: about 0.7 kB
