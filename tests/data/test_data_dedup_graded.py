@@ -116,3 +116,9 @@ def test_an_ingest_removes_the_edited_copy_naming_its_twin_and_keeps_the_rest(do
     assert entry["duplicate_of"]["id"] == "doc-0" and entry["duplicate_of"]["shard"] == "part-0.jsonl"
     assert entry["duplicate_of"]["batch_id"] == result.batch_id
     assert rt.settings.data.dedup.near_duplicate_threshold <= entry["similarity"] < 1.0
+    from lmforge_core.metadata import removal_repository as removals
+
+    with rt.metadata.session() as session:  # the metadata store carries the same explanation
+        (row,) = [removals.removal_dict(r) for r in removals.list_removals(session, result.batch_id)]
+    assert (row["doc_id"], row["twin_doc_id"], row["twin_shard"]) == ("doc-0-3pct", "doc-0", "part-0.jsonl")
+    assert removals.describe_removal(row).startswith(f"near duplicate: {entry['similarity']:.0%} like document doc-0")
