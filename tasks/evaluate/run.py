@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model.registry import LoadedModel, load_model_version
-
 from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.metadata import evaluation_repository as evals
 from lmforge_core.metadata import repository as repo
@@ -28,6 +26,7 @@ from lmforge_core.metadata.evaluation_repository import EvaluationRow
 from lmforge_core.metadata.models import ModelVersion
 from lmforge_core.runtime import Runtime
 from model.eval_metrics import Interval, WordListScorer
+from model.registry import LoadedModel, load_model_version
 from model.train_loop import EventLog
 from tasks.evaluate import fairness
 from tasks.evaluate.gate import Figures, judge, record_gate
@@ -76,6 +75,18 @@ class ProbeSets:
         loader = {".csv": load_crows_pairs_csv, ".json": load_stereoset_json}.get(path.suffix, load_stereotype_pairs)
         version, word_set = load_word_list(words)
         return cls(load_counterfactual(counterfactual), loader(path), version, WordListScorer(word_set))
+
+    @classmethod
+    def configured(cls, cfg: EvaluateConfig, pairs: Path | None = None) -> ProbeSets:
+        """The sets in effect: a file of ``cfg.probe_dir`` replaces the shipped one of the same name."""
+        folder = Path(cfg.probe_dir).expanduser() if cfg.probe_dir else None
+        if folder is not None and not folder.is_dir():
+            raise EvaluationError(f"evaluate.probe_dir {folder} is not a folder")
+
+        def pick(shipped: Path) -> Path:
+            return folder / shipped.name if folder is not None and (folder / shipped.name).is_file() else shipped
+
+        return cls.load(pick(COUNTERFACTUAL), pairs or pick(STEREOTYPE_PAIRS), pick(TOXICITY_WORDS))
 
     @property
     def ids(self) -> dict[str, str]:
@@ -218,8 +229,8 @@ def _candidate_rows(runtime: Runtime, loaded: LoadedModel, versions: list[str], 
 def run_evaluation(runtime: Runtime, ref: str = "candidate", *, probes: ProbeSets | None = None,
                    progress: Callable[[dict[str, Any]], None] | None = None) -> EvaluationResult:
     """Evaluate model version ``ref`` (number, ``vN`` or alias), judge it, store rows, decision and report."""
-    probes = probes or ProbeSets.load()
     cfg = runtime.settings.evaluate
+    probes = probes or ProbeSets.configured(cfg)
     subject = _subject(runtime, ref)
     evaluation_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     work = runtime.settings.workspace / "evaluations" / f"{runtime.settings.model_name}-v{subject.number}-{evaluation_id}"
