@@ -22,7 +22,7 @@ TOKENIZER = TokenizerConfig(vocab_size=384, min_frequency=2)
 TRAIN = {"network": "tiny", "steps": 4, "global_batch": 8, "micro_batch": 8, "checkpoint_every": 4,
          "keep_checkpoints": 1, "threads": 1, "warmup_steps": 1, "rewarm_steps": 1, "lr": 3e-3,
          "metrics_flush_every": 4}
-EVALUATE = {"batch_windows": 8, "prompt_tokens": 12, "reference_tokens": 12, "continuation_documents": 4,
+EVALUATE = {"batch_windows": 8, "max_windows": 40, "prompt_tokens": 12, "reference_tokens": 12, "continuation_documents": 4,
             "sample_new_tokens": 5, "samples_per_prompt": 1, "bootstrap_samples": 200, "stored_samples": 2}
 DROPS = (("day-01-text", ("json", "textwrap")), ("day-02-containers", ("collections", "heapq")))
 SETTINGS = {"train": TRAIN, "evaluate": EVALUATE, "data": {"tokenizer": TOKENIZER.model_dump()}}
@@ -52,17 +52,20 @@ def _add_dataset(runtime: Runtime, version: str, drop: str, texts: list[str], to
                                     batch_ids=[batch_id])
 
 
-def build(runtime: Runtime) -> None:
-    """Two dataset versions, v1 trained on the first and made production, v2 continued from it on the second."""
+def build(runtime: Runtime, versions: int = 2) -> None:
+    """Dataset versions (two by default); v1 trained on the first, and with two: v1 made production and
+    v2 continued from it on the second."""
     corpora = [documents(modules) for _, modules in DROPS]
     tokenizer = make_ref(train_bpe(corpora[0], TOKENIZER), "tok-000001", TOKENIZER)
     store_tokenizer(runtime.artifacts, tokenizer)
     with runtime.metadata.session() as session:
         tokenizer_id = repo.add_tokenizer_version(session, version=tokenizer.version, artifact_key=tokenizer.key,
                                                   sha256=tokenizer.sha256, vocab_size=tokenizer.vocab_size).id
-    for i, ((drop, _), texts) in enumerate(zip(DROPS, corpora, strict=True), start=1):
+    for i, ((drop, _), texts) in enumerate(list(zip(DROPS, corpora, strict=True))[:versions], start=1):
         _add_dataset(runtime, f"ds-{i:06d}", drop, texts, tokenizer, tokenizer_id)
     run_training(runtime, dataset="ds-000001", source="scratch")
+    if versions == 1:
+        return
     with runtime.metadata.session() as session:
         v1 = repo.get_model_version(session, runtime.settings.model_name, 1)
         repo.set_alias(session, name=v1.name, alias=repo.PRODUCTION, model_version_id=v1.id, actor="test")
