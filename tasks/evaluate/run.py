@@ -153,6 +153,10 @@ def probe_rows(runtime: Runtime, loaded: LoadedModel, newest: str, probes: Probe
             + generation_rows(newest, quality))
 
 
+def _tokenizer_version(loaded: LoadedModel) -> str | None:
+    return loaded.tokenizer.version if loaded.tokenizer else None
+
+
 def _load(runtime: Runtime, version: int) -> LoadedModel:
     return load_model_version(runtime.metadata, runtime.artifacts, runtime.settings.model_name, str(version),
                               tokenizer_config=runtime.settings.data.tokenizer)
@@ -172,7 +176,8 @@ def _baseline(runtime: Runtime, version_id: int, versions: list[str], newest: st
         return figures
     emit("baseline", model_version=label, datasets=missing, probes=with_bias and not figures.bias)
     loaded = _load(runtime, number)
-    rows = perplexity_rows(perplexities(runtime, loaded.model, missing, cfg, emit), dataset_sources(runtime))
+    rows = perplexity_rows(perplexities(runtime, loaded.model, missing, cfg, emit, _tokenizer_version(loaded)),
+                           dataset_sources(runtime))
     if with_bias and not figures.bias and loaded.tokenizer is not None:
         rows += probe_rows(runtime, loaded, newest, probes, cfg, emit)
     with runtime.metadata.session() as session:
@@ -222,7 +227,8 @@ def _candidate_rows(runtime: Runtime, loaded: LoadedModel, versions: list[str], 
         raise EvaluationError(f"{loaded.model_version} has no tokenizer recorded (trained on synthetic tokens): "
                               "the probes and the continuation task need text; train on an ingested dataset")
     cfg = runtime.settings.evaluate
-    rows = perplexity_rows(perplexities(runtime, loaded.model, versions, cfg, emit), dataset_sources(runtime))
+    rows = perplexity_rows(perplexities(runtime, loaded.model, versions, cfg, emit, _tokenizer_version(loaded)),
+                           dataset_sources(runtime))
     return rows + probe_rows(runtime, loaded, newest, probes, cfg, emit)
 
 
