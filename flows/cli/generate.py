@@ -96,7 +96,7 @@ def _render(c: Any, d: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command("generate-local")
-    def generate_local(  # noqa: PLR0913 - one option per sampling parameter
+    def generate_local(
         model_version: Annotated[str, typer.Argument(help="production, candidate, 3, v3 or lmforge:v3")],
         prompt: Annotated[str, typer.Argument(help="text to continue")],
         max_tokens: Annotated[int, typer.Option("--max-tokens", help="new tokens at most")] = 64,
