@@ -4,11 +4,11 @@ CLI, and PostgreSQL + S3 (moto's server) through the stage function."""
 import json
 import math
 
+import eval_workspace as workspace
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import workspace
 from typer.testing import CliRunner
 
 from lmforge_core.metadata import evaluation_repository as evals
