@@ -36,6 +36,8 @@ def _render_evaluation(c: Console, d: dict[str, Any]) -> None:
     c.print(f"[{colour}]{d['verdict']}[/]: {d['model_version']} on {d['newest_dataset']}, baseline "
             f"{d['baseline'] or 'none (first model: absolute bounds only)'}, parent {d['parent'] or 'none'}")
     c.print(f"  report {d['report_key']} (and report.md beside it), {d['rows']} evaluation rows stored")
+    if d["reused"]:
+        c.print("  [yellow]found the earlier evaluation with the same inputs[/] (--force redoes it)")
 
 
 def _on_event(progress: Progress, quiet: bool):  # type: ignore[no-untyped-def]
@@ -83,6 +85,8 @@ def register(app: typer.Typer) -> None:
         pairs: Annotated[Path | None, typer.Option(
             "--pairs", help="stereotype pairs: an official CrowS-Pairs .csv or StereoSet .json instead of the "
                             "shipped set")] = None,
+        force: Annotated[bool, typer.Option("--force", help="redo it even if an evaluation with the same inputs "
+                                                            "is the one in force")] = False,
         as_json: JsonFlag = False,
     ) -> None:
         """Evaluate a model version, run the promotion gate and store the report; exit 1 on reject."""
@@ -96,7 +100,8 @@ def register(app: typer.Typer) -> None:
             probes = ProbeSets.configured(rt.settings.evaluate, pairs=pairs)
             with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                           TimeElapsedColumn(), console=console, disable=as_json) as progress:
-                result = run_evaluation(rt, model_version, probes=probes, progress=_on_event(progress, as_json))
+                result = run_evaluation(rt, model_version, probes=probes, force=force,
+                                        progress=_on_event(progress, as_json))
         except ProbeFileError as exc:
             raise CliError(str(exc), "fix the probe file or drop --pairs") from exc
         except (EvaluationError, WeightsError, DataError, ValueError) as exc:

@@ -12,7 +12,8 @@ to ``events.jsonl``, which is stored with the report.
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from typing import Any
 from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.metadata import evaluation_repository as evals
 from lmforge_core.metadata import repository as repo
+from lmforge_core.metadata import review_repository as reviews
 from lmforge_core.metadata.evaluation_repository import EvaluationRow
 from lmforge_core.metadata.models import ModelVersion
 from lmforge_core.runtime import Runtime
@@ -106,6 +108,7 @@ class EvaluationResult:
     parent: str | None
     report_key: str
     rows: int
+    reused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,6 +205,7 @@ class _Subject:
     id: int
     number: int
     label: str
+    artifacts: dict[str, Any]
     parent_id: int | None
     parent_label: str | None
     production_id: int | None
@@ -216,9 +220,30 @@ def _subject(runtime: Runtime, ref: str) -> _Subject:
         if production is not None and production.id == version.id:
             production = None  # production judged against itself would prove nothing: absolute bounds only
         parent = version.parent
-        return _Subject(version.id, version.version, version.label, parent.id if parent else None,
-                        parent.label if parent else None, production.id if production else None,
-                        production.label if production else None)
+        return _Subject(version.id, version.version, version.label, dict(version.artifacts),
+                        parent.id if parent else None, parent.label if parent else None,
+                        production.id if production else None, production.label if production else None)
+
+
+def _fingerprint(subject: _Subject, versions: list[str], probes: ProbeSets, cfg: EvaluateConfig) -> str:
+    """What an evaluation depends on: the model, its baselines, the data, the probe sets' contents and the
+    settings. The same fingerprint finds the earlier result instead of redoing it."""
+    inputs = {"model": subject.id, "production": subject.production_id, "parent": subject.parent_id,
+              "datasets": versions, "probes": [asdict(probes.counterfactual), asdict(probes.pairs),
+                                               sorted(probes.toxicity.words)],
+              "evaluate": cfg.model_dump(exclude={"probe_dir"})}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _earlier_result(runtime: Runtime, subject: _Subject, report_key: str) -> EvaluationResult | None:
+    with runtime.metadata.session() as session:
+        decision = reviews.latest_gate_decision(session, subject.id)
+        if decision is None or decision.report_key != report_key or not runtime.artifacts.exists(report_key):
+            return None
+        rows = len(evals.evaluation_rows(session, subject.id))
+    report = json.loads(runtime.artifacts.get_bytes(report_key))
+    return EvaluationResult(subject.label, report["verdict"], report["checks"], report["newest_dataset"],
+                            report["baseline"], report["parent"], report_key, rows, reused=True)
 
 
 def _candidate_rows(runtime: Runtime, loaded: LoadedModel, versions: list[str], newest: str,
@@ -232,39 +257,52 @@ def _candidate_rows(runtime: Runtime, loaded: LoadedModel, versions: list[str], 
     return rows + probe_rows(runtime, loaded, newest, probes, cfg, emit)
 
 
-def run_evaluation(runtime: Runtime, ref: str = "candidate", *, probes: ProbeSets | None = None,
+def _measure_and_judge(runtime: Runtime, subject: _Subject, versions: list[str], newest: str, probes: ProbeSets,
+                       emit: Emit) -> tuple[Any, list[dict[str, Any]], list[EvaluationRow], dict[str, Any]]:
+    """(verdict, checks, the candidate's rows, the report) of one evaluation."""
+    cfg = runtime.settings.evaluate
+    rows = _candidate_rows(runtime, _load(runtime, subject.number), versions, newest, probes, emit)
+    cand = figures_from_rows(rows, probes.ids.values())
+    prod = (_baseline(runtime, subject.production_id, [newest], newest, True, probes, emit)
+            if subject.production_id is not None else None)
+    parent = (_baseline(runtime, subject.parent_id, versions, newest, False, probes, emit)
+              if subject.parent_id is not None else None)
+    if parent is not None and subject.parent_label is not None:
+        rows += forgetting_rows(cand.perplexity, parent.perplexity, newest, subject.parent_label)
+    verdict, checks = judge(newest, cand, prod, parent, cfg.gate)
+    emit("gate", verdict=verdict.value, checks=len(checks), failed=[c["name"] for c in checks if not c["passed"]])
+    report = build_report(
+        label=subject.label, verdict=verdict.value, checks=checks, newest=newest,
+        baseline=subject.production_label, parent=subject.parent_label, rows=rows, bias=cand.bias,
+        parent_ppl=parent.perplexity if parent else {}, production_ppl=prod.perplexity if prod else {},
+        probe_sets=probes.ids, thresholds=cfg.gate.model_dump(), created_at=datetime.now(UTC).isoformat())
+    return verdict, checks, rows, report
+
+
+def run_evaluation(runtime: Runtime, ref: str = "candidate", *, probes: ProbeSets | None = None, force: bool = False,
                    progress: Callable[[dict[str, Any]], None] | None = None) -> EvaluationResult:
-    """Evaluate model version ``ref`` (number, ``vN`` or alias), judge it, store rows, decision and report."""
+    """Evaluate model version ``ref`` (number, ``vN`` or alias), judge it, store rows, decision and report.
+    An evaluation with the same inputs as the one in force is found, not redone, unless ``force``."""
     cfg = runtime.settings.evaluate
     probes = probes or ProbeSets.configured(cfg)
     subject = _subject(runtime, ref)
-    evaluation_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    versions, newest = _dataset_plan(runtime, subject.artifacts)
+    evaluation_id = _fingerprint(subject, versions, probes, cfg)
+    prefix = report_prefix(runtime.settings.model_name, subject.number, evaluation_id)
+    earlier = None if force else _earlier_result(runtime, subject, f"{prefix}/report.json")
+    if earlier is not None:
+        if progress is not None:
+            progress({"type": "reused", "model_version": subject.label, "report_key": earlier.report_key})
+        return earlier
     work = runtime.settings.workspace / "evaluations" / f"{runtime.settings.model_name}-v{subject.number}-{evaluation_id}"
     work.mkdir(parents=True, exist_ok=True)
+    (work / "events.jsonl").unlink(missing_ok=True)
     events = EventLog(work / "events.jsonl", progress)
     try:
         events.emit("start", model_version=subject.label, evaluation_id=evaluation_id)
-        loaded = _load(runtime, subject.number)
-        versions, newest = _dataset_plan(runtime, loaded.artifacts)
         events.emit("plan", datasets=versions, newest=newest, production=subject.production_label,
                     parent=subject.parent_label)
-        rows = _candidate_rows(runtime, loaded, versions, newest, probes, events.emit)
-        cand = figures_from_rows(rows, probes.ids.values())
-        prod = (_baseline(runtime, subject.production_id, [newest], newest, True, probes, events.emit)
-                if subject.production_id is not None else None)
-        parent = (_baseline(runtime, subject.parent_id, versions, newest, False, probes, events.emit)
-                  if subject.parent_id is not None else None)
-        if parent is not None and subject.parent_label is not None:
-            rows += forgetting_rows(cand.perplexity, parent.perplexity, newest, subject.parent_label)
-        verdict, checks = judge(newest, cand, prod, parent, cfg.gate)
-        events.emit("gate", verdict=verdict.value, checks=len(checks),
-                    failed=[c["name"] for c in checks if not c["passed"]])
-        report = build_report(
-            label=subject.label, verdict=verdict.value, checks=checks, newest=newest,
-            baseline=subject.production_label, parent=subject.parent_label, rows=rows, bias=cand.bias,
-            parent_ppl=parent.perplexity if parent else {}, production_ppl=prod.perplexity if prod else {},
-            probe_sets=probes.ids, thresholds=cfg.gate.model_dump(), created_at=datetime.now(UTC).isoformat())
-        prefix = report_prefix(runtime.settings.model_name, subject.number, evaluation_id)
+        verdict, checks, rows, report = _measure_and_judge(runtime, subject, versions, newest, probes, events.emit)
         report_key = store_report(runtime.artifacts, prefix, report, work / "events.jsonl")
         with runtime.metadata.session() as session:
             evals.replace_evaluations(session, subject.id, rows)

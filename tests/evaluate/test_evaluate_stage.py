@@ -64,6 +64,7 @@ def test_lmforge_evaluate_end_to_end_on_sqlite(sqlite_ws, monkeypatch):
     cli_env(monkeypatch, rt)
     out = runner.invoke(app, ["evaluate", "2", "--json"])
     result = json_out(out.stdout)
+    assert not result["reused"]
     assert out.exit_code == (1 if result["verdict"] == "reject" else 0), out.output
     checks = {c["name"]: c for c in result["checks"]}
     assert result["verdict"] == verdict_of(result["checks"]).value
@@ -81,6 +82,7 @@ def test_lmforge_evaluate_end_to_end_on_sqlite(sqlite_ws, monkeypatch):
         assert evals.evaluation_value(s, v1.id, "probes/counterfactual@small-1", "loglik_gap", "gender")
         decision = reviews.latest_gate_decision(s, v2.id)
         assert decision.baseline_model_version_id == v1.id and decision.report_key == result["report_key"]
+        decision_id = decision.id
         samples = evals.evaluation_value(s, v2.id, "ds-000002", "samples", "side_by_side").details["samples"]
     assert ppl[("ds-000002", "all")] == pytest.approx(direct_perplexity(rt, 2, "ds-000002", 40), rel=1e-4)
     assert ppl[("ds-000002", "source:day-02-containers")] == ppl[("ds-000002", "all")]
@@ -98,6 +100,11 @@ def test_lmforge_evaluate_end_to_end_on_sqlite(sqlite_ws, monkeypatch):
     assert md.startswith("# Evaluation of lmforge:v2") and md.index("## Promotion gate") < md.index("## Perplexity")
     events = [json.loads(line)["type"] for line in rt.artifacts.get_bytes(f"{prefix}/events.jsonl").splitlines()]
     assert events[0] == "start" and "perplexity" in events and events[-1] == "gate"
+
+    again = json_out(runner.invoke(app, ["evaluate", "2", "--json"]).stdout)  # same inputs: found, not redone
+    assert again["reused"] and again["report_key"] == result["report_key"] and again["checks"] == result["checks"]
+    with rt.metadata.session() as s:
+        assert reviews.latest_gate_decision(s, v2.id).id == decision_id  # no second decision recorded
 
     listed = runner.invoke(app, ["evaluations", "--json"])
     data = json_out(listed.stdout)
