@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.metadata import evaluation_repository as evals
 from lmforge_core.metadata import repository as repo
@@ -160,8 +162,17 @@ def _tokenizer_version(loaded: LoadedModel) -> str | None:
     return loaded.tokenizer.version if loaded.tokenizer else None
 
 
+def evaluation_device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError("evaluate.device is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    return setting
+
+
 def _load(runtime: Runtime, version: int) -> LoadedModel:
     return load_model_version(runtime.metadata, runtime.artifacts, runtime.settings.model_name, str(version),
+                              device=evaluation_device(runtime.settings.evaluate.device),
                               tokenizer_config=runtime.settings.data.tokenizer)
 
 
