@@ -15,7 +15,9 @@ Sampling is the decoding library's (``model.decoding``): one set of logits proce
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -32,6 +34,20 @@ log = logging.getLogger(__name__)
 
 # (input_ids, position_ids, attention_mask, past) -> (logits, present); arrays as the ONNX graph takes them
 StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
+
+
+# request parameter -> (SamplingParams field, accepted Python types)
+SAMPLING_PARAMETERS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "max_tokens": ("max_new_tokens", (int,)),
+    "temperature": ("temperature", (int, float)),
+    "top_k": ("top_k", (int,)),
+    "top_p": ("top_p", (int, float)),
+    "min_p": ("min_p", (int, float)),
+    "repetition_penalty": ("repetition_penalty", (int, float)),
+    "seed": ("seed", (int,)),
+}
+DEFAULT_MAX_TOKENS = 64
+
 
 
 class RequestError(ValueError):
@@ -258,3 +274,25 @@ class ContinuousBatcher:
     @property
     def active(self) -> int:
         return len(self._active)
+
+
+def sampling_params(raw: str | dict[str, Any], max_tokens_limit: int) -> SamplingParams:
+    """Request parameters (Triton's JSON) -> SamplingParams; RequestError names an unknown or mistyped one."""
+    given = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    values: dict[str, Any] = {"max_new_tokens": min(DEFAULT_MAX_TOKENS, max_tokens_limit)}
+    for key, value in given.items():
+        if key not in SAMPLING_PARAMETERS:
+            raise RequestError(f"unknown request parameter {key!r}; accepted: {', '.join(SAMPLING_PARAMETERS)}")
+        field, types = SAMPLING_PARAMETERS[key]
+        if float in types and isinstance(value, str):  # BLS parameters carry no floats: sent as text
+            try:
+                value = float(value)
+            except ValueError:
+                raise RequestError(f"request parameter {key!r} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise RequestError(f"request parameter {key!r} must be {' or '.join(t.__name__ for t in types)}, "
+                             f"got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RequestError(f"request parameter {key!r} must be finite, got {value!r}")
+        values[field] = float(value) if float in types else value
+    return SamplingParams(**values)

@@ -20,17 +20,20 @@ import torch
 
 from model.network import KVCache, Transformer
 from model.weights import sha256_file
-from serving.onnx_graph import CachedLM, empty_past, input_names, output_names
+from serving.onnx_files import (
+    FORMAT,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    ExportError,
+    input_names,
+    ort_session,
+    ort_step,
+    output_names,
+)
+from serving.onnx_graph import CachedLM, empty_past
 
-FORMAT = "lmforge.onnx.v1"
-ONNX_FILE = "model.onnx"
-MANIFEST_FILE = "export.json"
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-3
-
-
-class ExportError(RuntimeError):
-    """The network could not be exported or its export is unusable."""
 
 
 class ExportParityError(ExportError):
@@ -99,28 +102,6 @@ def write_onnx(model: Transformer, path: Path) -> None:
             dynamic_axes=_dynamic_axes(n_layers), do_constant_folding=True,
         )
     os.replace(tmp, path)
-
-
-def ort_session(path: Path, providers: list[str] | None = None, threads: int = 0):  # type: ignore[no-untyped-def]
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
-
-
-def ort_step(session: Any, ids: np.ndarray, positions: np.ndarray, mask: np.ndarray,
-             past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One forward of the exported graph: logits and the grown cache."""
-    feeds = {"input_ids": ids.astype(np.int64), "position_ids": positions.astype(np.int64),
-             "attention_mask": mask.astype(np.int64)}
-    n_layers = len(past) // 2
-    for i in range(n_layers):
-        feeds[f"past_key_{i}"], feeds[f"past_value_{i}"] = past[2 * i], past[2 * i + 1]
-    out = session.run(None, feeds)
-    return out[0], list(out[1:])
 
 
 def _torch_logits(model: Transformer, ids: list[int], extra: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,13 +181,3 @@ def write_manifest(export: OnnxExport, extra: dict[str, Any] | None = None) -> N
     tmp = export.directory / f".{MANIFEST_FILE}.tmp-{os.getpid()}"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
     os.replace(tmp, export.directory / MANIFEST_FILE)
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / MANIFEST_FILE
-    if not path.is_file():
-        raise ExportError(f"{path} does not exist: not an lmforge ONNX export")
-    data = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
-        raise ExportError(f"{path} has format {data.get('format')!r}, expected {FORMAT!r}")
-    return data

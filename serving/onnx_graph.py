@@ -20,24 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.network import Transformer
+from serving.onnx_files import input_names, output_names  # noqa: F401 (re-exported)
 
 # large negative instead of -inf: a fully padded query row (left padding) then softmaxes to a uniform
 # distribution instead of NaN; its output is never read.
 _MASKED = -1e9
-
-
-def input_names(n_layers: int) -> list[str]:
-    names = ["input_ids", "position_ids", "attention_mask"]
-    for i in range(n_layers):
-        names += [f"past_key_{i}", f"past_value_{i}"]
-    return names
-
-
-def output_names(n_layers: int) -> list[str]:
-    names = ["logits"]
-    for i in range(n_layers):
-        names += [f"present_key_{i}", f"present_value_{i}"]
-    return names
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

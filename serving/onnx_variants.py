@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from model.weights import sha256_file
-from serving.onnx_export import ONNX_FILE, OnnxExport, ort_session, ort_step, write_manifest
+from serving.onnx_export import OnnxExport, write_manifest
+from serving.onnx_files import ONNX_FILE, ort_session, ort_step
 
 VARIANT_FILES = {"fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
