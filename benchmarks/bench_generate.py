@@ -7,7 +7,8 @@ CTranslate2 ``min_length``, ours ``suppress_ids``), so every engine decodes exac
 "same tokens" is the share of generated tokens equal to HF's.
 
 lmforge paths: ``library`` (model.decoding.generate, every sampling option), ``static`` (the static-cache
-decoder, eager) and ``compiled`` (the same step under torch.compile). CTranslate2 runs in the bench
+decoder, eager), ``compiled`` (the same step under torch.compile) and ``ONNX RT`` (the serving stage's
+ONNX export with KV cache in an onnxruntime session, greedy loop in numpy). CTranslate2 runs in the bench
 environment (``.venv-bench``: numpy 2 there) as a worker process on the exported folder.
 
 Perplexity evaluation: token-weighted loss of 8 windows x 256 tokens under no_grad, ours (chunked fused
@@ -99,6 +100,37 @@ def _ours(model, prompts: list[list[int]], eos: int, variant: str) -> Callable[[
     return lambda: decoder.generate(prompts, NEW, suppress_ids=[eos])
 
 
+def _onnxruntime(model, prompts: list[list[int]], eos: int, folder: Path, threads: int) -> Callable[[], list[list[int]]]:
+    """The serving export (onnxruntime session, past keys/values fed back each step): a greedy loop over it."""
+    import numpy as np
+
+    from serving.onnx_export import export_onnx
+    from serving.onnx_files import ONNX_FILE, ort_session, ort_step
+
+    export = export_onnx(model, folder / "onnx", prompts[0])
+    session = ort_session(export.directory / ONNX_FILE, threads=threads)
+    cfg = model.config
+    ids = np.array(prompts, dtype=np.int64)
+    rows = len(prompts)
+
+    def run() -> list[list[int]]:
+        past = [np.zeros((rows, cfg.kv_heads, 0, cfg.head_dim), dtype=np.float32) for _ in range(2 * cfg.n_layers)]
+        logits, past = ort_step(session, ids, np.tile(np.arange(PROMPT), (rows, 1)), np.ones((rows, PROMPT)), past)
+        out = []
+        for step in range(NEW):
+            last = logits[:, -1]
+            last[:, eos] = -np.inf
+            token = last.argmax(-1)
+            out.append(token)
+            if step == NEW - 1:
+                break
+            pos = np.full((rows, 1), PROMPT + step)
+            logits, past = ort_step(session, token[:, None], pos, np.ones((rows, PROMPT + step + 1)), past)
+        return np.stack(out, axis=1).tolist()
+
+    return run
+
+
 def _ct2(hf_dir: Path, prompts: list[list[int]], threads: int, rounds: int, python: Path) -> dict | None:
     if not python.is_file():
         print(f"  CTranslate2: {python} not found (make .venv-bench/.installed); skipped")
@@ -164,11 +196,15 @@ def bench_decode(name: str, batches: list[int], threads: int, rounds: int, ct2_p
                                                                         variant == "compiled" else ""))
                 if variant == "compiled":
                     best_ours = seconds
+            ort_s, ort_tokens = _timed(_onnxruntime(model, prompts, eos, folder, threads), rounds)
+            print(f"  lmforge ONNX RT   {total / ort_s:8,.0f} tok/s  {hf_s / ort_s:5.2f}x HF  "
+                  f"same tokens {_same(ort_tokens, hf_tokens):.1%}  (serving export, growing past, no IO binding)")
             ct2 = _ct2(folder / "hf", prompts, threads, rounds, ct2_python)
             if ct2:
                 print(f"  CTranslate2       {total / ct2['seconds']:8,.0f} tok/s  {hf_s / ct2['seconds']:5.2f}x HF  "
                       f"same tokens {_same(ct2['tokens'], hf_tokens):.1%}")
-                print(f"  lmforge compiled / CTranslate2 = {ct2['seconds'] / best_ours:.2f}x")
+                print(f"  lmforge compiled / CTranslate2 = {ct2['seconds'] / best_ours:.2f}x, "
+                      f"ONNX RT / CTranslate2 = {ct2['seconds'] / ort_s:.2f}x")
 
 
 def bench_perplexity(name: str, rounds: int) -> None:
