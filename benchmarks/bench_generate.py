@@ -68,6 +68,7 @@ def _export(name: str, folder: Path):
 
 
 def _prompts(batch: int, vocab: int, low: int) -> list[list[int]]:
+    """Seeded prompt ids in [low, vocab): below the tokenizer's size, since CTranslate2 takes token strings."""
     import torch
 
     gen = torch.Generator().manual_seed(batch)
@@ -182,7 +183,7 @@ def bench_decode(name: str, batches: list[int], threads: int, rounds: int, ct2_p
         hf_model = AutoModelForCausalLM.from_pretrained(folder / "hf").eval()
         eos = tokenizer.eos_id
         for batch in batches:
-            prompts = _prompts(batch, model.config.vocab_size, low=3)
+            prompts = _prompts(batch, tokenizer.vocab_size, low=3)
             total = batch * NEW
             hf_s, hf_tokens = _timed(_hf_generate(hf_model, prompts, eos), rounds)
             print(f"\n{name} batch {batch}: HF generate {total / hf_s:,.0f} tok/s")
