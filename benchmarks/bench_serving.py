@@ -71,8 +71,7 @@ def build(work: Path, config_name: str):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = build_model(get_config(config_name, vocab_size=tok.vocab_size)).eval()
     save_model(model, work / "weights")
-    export_hf(work / "weights", work / "hf", {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id,
-                                               "pad_token_id": tok.pad_id})
+    export_hf(work / "weights", work / "hf", tok)
     export = export_onnx(model, work / "onnx", tok.encode(TEXTS[1]))
     return tok, model, export
 
