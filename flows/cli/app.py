@@ -15,6 +15,7 @@ from flows.cli import data as cli_data
 from flows.cli import evaluate as cli_evaluate
 from flows.cli import generate as cli_generate
 from flows.cli import harness as cli_harness
+from flows.cli import serving as cli_serving
 from flows.cli import train as cli_train
 from flows.cli.common import CliError, configure, debug_enabled, emit, err_console, runtime, settings
 from lmforge_core.artifacts import ArtifactError
@@ -163,6 +164,7 @@ def status(as_json: JsonFlag = False) -> None:
 cli_data.register(app)
 cli_train.register(app)
 cli_evaluate.register(app)
+cli_serving.register(app)
 cli_generate.register(app)
 cli_harness.register(app)
 
