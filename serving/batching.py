@@ -15,11 +15,11 @@ Sampling is the decoding library's (``model.decoding``): one set of logits proce
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import queue
-import itertools
 import threading
 import time
 from collections.abc import Callable
