@@ -175,6 +175,8 @@ def test_publish_while_streaming_loses_no_request_and_rollback_serves_v1_again(s
                 outcomes.append(c.generate(ids, max_tokens=10, temperature=0.0).tokens)
             except ServingError as exc:
                 outcomes.append(exc)
+            time.sleep(0.1)  # steady traffic, without starving the verification server of CPU
+        c.close()
 
     worker = threading.Thread(target=traffic)
     worker.start()
