@@ -13,6 +13,7 @@ from rich.table import Table
 
 from flows.cli import data as cli_data
 from flows.cli import generate as cli_generate
+from flows.cli import harness as cli_harness
 from flows.cli import serving as cli_serving
 from flows.cli import train as cli_train
 from flows.cli.common import CliError, configure, debug_enabled, emit, err_console, runtime, settings
@@ -163,6 +164,7 @@ cli_data.register(app)
 cli_train.register(app)
 cli_serving.register(app)
 cli_generate.register(app)
+cli_harness.register(app)
 
 _PERSON_ERRORS = (
     CliError,
