@@ -34,6 +34,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
 
 from lmforge_core.config.data import TokenizerConfig  # noqa: E402
 from model.configs import get_config  # noqa: E402
@@ -82,7 +83,12 @@ def triton_load(url: str, prompts: list[list[int]], concurrency: int, max_tokens
     def one(i: int) -> Generation:
         return client.generate(prompts[i % len(prompts)], max_tokens=max_tokens, temperature=0.0)
 
-    return _drive(one, concurrency)
+    return _report(f"triton c={concurrency}", _drive(one, concurrency))
+
+
+def _report(name: str, report: LoadReport) -> LoadReport:
+    print(fmt(name, report), flush=True)
+    return report
 
 
 def peer_load(url: str, prompts: list[list[int]], concurrency: int, max_tokens: int) -> LoadReport:
@@ -94,7 +100,7 @@ def peer_load(url: str, prompts: list[list[int]], concurrency: int, max_tokens: 
         total = time.perf_counter() - start
         return Generation(body["tokens"], "length", total, total, [total] * len(body["tokens"]))
 
-    return _drive(one, concurrency)
+    return _report("peer", _drive(one, concurrency))
 
 
 def _drive(one, concurrency: int) -> LoadReport:  # type: ignore[no-untyped-def]
@@ -146,23 +152,23 @@ def step_latency(model, export, threads: int = 1) -> dict[str, float]:  # type: 
         }
 
 
+class PeerRequest(BaseModel):
+    input_ids: list[int]
+    max_new_tokens: int
+
+
 def run_peer_server(hf_dir: str, port: int) -> None:
     """The peer: FastAPI around Hugging Face generate (greedy), one request at a time per worker thread."""
     import uvicorn
     from fastapi import FastAPI
-    from pydantic import BaseModel
     from transformers import LlamaForCausalLM
 
     torch.set_num_threads(1)
     model = LlamaForCausalLM.from_pretrained(hf_dir).eval()
     app = FastAPI()
 
-    class Req(BaseModel):
-        input_ids: list[int]
-        max_new_tokens: int
-
     @app.post("/generate")
-    def generate(req: Req) -> dict:
+    def generate(req: PeerRequest) -> dict:
         with torch.inference_mode():
             out = model.generate(torch.tensor([req.input_ids]), max_new_tokens=req.max_new_tokens, do_sample=False,
                                  min_new_tokens=req.max_new_tokens)
@@ -206,7 +212,7 @@ def main() -> None:
         prompts = [tok.encode(t) for t in TEXTS]
         print(f"model {args.model_config} ({model.num_params() / 1e6:.1f}M params, vocab {tok.vocab_size}); "
               f"ONNX parity max |diff| {export.parity.max_abs:.2g}; {args.max_tokens} greedy tokens per request")
-        print("one step, 1 thread:", {k: round(v, 3) for k, v in step_latency(model, export).items()})
+        print("one step, 1 thread:", {k: round(v, 3) for k, v in step_latency(model, export).items()}, flush=True)
         staged = stage_version(work / "staging", 1, export.directory, tok, {"model_version": "bench:v1"})
         on = ServingOptions(max_slots=16, max_tokens_limit=args.max_tokens,
                             project_source=str(ROOT))
@@ -216,13 +222,16 @@ def main() -> None:
         try:
             reference = reference_greedy(model, prompts[0], args.max_tokens, tok.eos_id)
             served = LMClient(state.grpc_url).generate(prompts[0], max_tokens=args.max_tokens, temperature=0.0).tokens
-            print(f"quality: Triton greedy == PyTorch greedy: {served == reference}")
+            print(f"quality: Triton greedy == PyTorch greedy: {served == reference}", flush=True)
+            print("triton, batching on (16 slots):", flush=True)
             results["triton, batching on"] = [triton_load(state.grpc_url, prompts, c, args.max_tokens) for c in CONCURRENCY]
             reload_generate(state.grpc_url, ServingOptions(max_slots=16, max_tokens_limit=args.max_tokens,
                                                            decode_backend="bls", project_source=str(ROOT)))
+            print("triton, BLS decode step:", flush=True)
             results["triton, BLS decode step"] = [triton_load(state.grpc_url, prompts, 4, args.max_tokens)]
             reload_generate(state.grpc_url, ServingOptions(max_slots=1, max_tokens_limit=args.max_tokens,
                                                            project_source=str(ROOT)))
+            print("triton, batching off (1 slot):", flush=True)
             results["triton, batching off"] = [triton_load(state.grpc_url, prompts, c, args.max_tokens) for c in CONCURRENCY]
         finally:
             stop_pid(state.pid)
@@ -236,6 +245,7 @@ def main() -> None:
         finally:
             peer.terminate()
             peer.wait(30)
+    print("summary:")
     for name, reports in results.items():
         for r in reports:
             print(fmt(name, r))

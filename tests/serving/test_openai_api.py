@@ -16,6 +16,7 @@ from serving.triton_server import free_port
 from tasks.publish.publish import repository_path
 
 openai = pytest.importorskip("openai")
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
