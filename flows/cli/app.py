@@ -16,6 +16,7 @@ from flows.cli import evaluate as cli_evaluate
 from flows.cli import generate as cli_generate
 from flows.cli import harness as cli_harness
 from flows.cli import serving as cli_serving
+from flows.cli import study as cli_study
 from flows.cli import train as cli_train
 from flows.cli.common import CliError, configure, debug_enabled, emit, err_console, runtime, settings
 from lmforge_core.artifacts import ArtifactError
@@ -167,6 +168,7 @@ cli_evaluate.register(app)
 cli_serving.register(app)
 cli_generate.register(app)
 cli_harness.register(app)
+cli_study.register(app)
 
 _PERSON_ERRORS = (
     CliError,

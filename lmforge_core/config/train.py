@@ -32,6 +32,12 @@ class TrainConfig(BaseModel):
     processes: int = Field(1, ge=1)
     launcher: Literal["torchrun", "deepspeed"] = "torchrun"
     replay_fraction: float = Field(0.25, ge=0, lt=1)
+    replay_planner: Literal["fixed", "drift"] = Field(
+        "fixed", description="fixed: replay_fraction and rewarm_lr_ratio as set; drift: both follow the new "
+                             "data's measured drift (tasks/train/replay_plan.py) within the bounds below")
+    replay_fraction_bounds: tuple[float, float] = Field((0.1, 0.5), description="drift planner: low/high drift")
+    rewarm_lr_ratio_bounds: tuple[float, float] = Field((0.3, 1.0), description="drift planner: low/high drift")
+    drift_reference: float = Field(0.25, gt=0, le=1, description="token JS divergence that plans the high bounds")
     regularization: Literal["none", "l2", "ewc"] = "none"
     reg_strength: float = Field(0.01, ge=0)
     ewc_batches: int = Field(8, ge=1, description="batches of earlier data used to estimate the Fisher")
@@ -52,4 +58,14 @@ class TrainConfig(BaseModel):
     def _batch_fits(self) -> "TrainConfig":
         if self.global_batch % self.micro_batch:
             raise ValueError(f"global_batch {self.global_batch} is not a multiple of micro_batch {self.micro_batch}")
+        return self
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> "TrainConfig":
+        low, high = self.replay_fraction_bounds
+        if not 0 <= low <= high < 1:
+            raise ValueError(f"replay_fraction_bounds {self.replay_fraction_bounds} must satisfy 0 <= low <= high < 1")
+        low, high = self.rewarm_lr_ratio_bounds
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"rewarm_lr_ratio_bounds {self.rewarm_lr_ratio_bounds} must satisfy 0 < low <= high <= 1")
         return self

@@ -41,6 +41,7 @@ from model.token_shards import load_manifest, safe_key_path
 from model.train_loop import train
 from model.weights import CONFIG_FILE, WEIGHTS_FILE, read_weights_config
 from tasks.train.recording import Recorder, checkpoint_prefix, upload_tree
+from tasks.train.replay_plan import planned_config
 
 CANDIDATE = "candidate"
 PRODUCTION = "production"
@@ -245,13 +246,15 @@ def run_training(runtime: Runtime, *, dataset: str | None = None, steps: int | N
             model = ModelConfig.from_dict(read_weights_config(Path(init_weights))["model"])
         else:
             model = get_config(cfg.network, vocab_size=int(manifest["tokenizer"]["vocab_size"]))
+        cfg, plan = planned_config(runtime, cfg, version, continuing=init_weights is not None and bool(earlier))
     job = JobConfig(run_dir=str(run_dir), model=model, train=cfg,
                     data=DataMixConfig(root=str(cache), dataset_version=version, replay_versions=earlier),
                     init_weights=init_weights, continuing=init_weights is not None)
     with runtime.metadata.session() as session:
         record = repo.get_run(session, run_id)
         record.base_model_version_id = base_id
-        record.config = {"job": job.to_dict(), "source": described, "processes": cfg.processes}
+        record.config = {"job": job.to_dict(), "source": described, "processes": cfg.processes,
+                         "replay_plan": plan.to_dict()}
     return _run(runtime, job, run_id, run_pk, base_id, cfg.processes, progress)
 
 

@@ -1,0 +1,119 @@
+"""The study's figures from its raw matrices, the claims they support, a table and plots.
+
+``perplexity[arm][seed][after_day][on_day]`` is the raw result. Per arm and seed, after day d (1-based):
+- new-day perplexity: on day d's split;
+- forgetting of an earlier day j: relative rise of its perplexity from right after day j to after day d,
+  averaged over j < d ("average forgetting");
+- average perplexity over the days so far (1..d).
+Each figure is reported as mean and spread (sample standard deviation over seeds). A claim ("A better than
+B") is made only where the difference of the means exceeds the sum of the two spreads.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+LABELS = {"naive": "(a) naive", "replay": "(b) replay + re-warm", "replay_reg": "(c) (b) + regularizer",
+          "replay_drift": "(b) with drift planner", "scratch_all": "(d) scratch on all data"}
+
+
+def _mean_spread(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "spread": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def seed_figures(ppl: list[list[float]]) -> dict[str, list[float | None]]:
+    """One seed's figures after each day: new-day perplexity, average forgetting, average perplexity so far."""
+    days = len(ppl)
+    new_day = [ppl[d][d] for d in range(days)]
+    forgetting: list[float | None] = [None]
+    for d in range(1, days):
+        forgetting.append(statistics.fmean((ppl[d][j] - ppl[j][j]) / ppl[j][j] for j in range(d)))
+    average = [statistics.fmean(ppl[d][: d + 1]) for d in range(days)]
+    return {"new_day_perplexity": new_day, "average_forgetting": forgetting, "average_perplexity": average}
+
+
+def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+    """``{arm: {figure: [ {mean, spread} | None per day ]}}`` and the final-day per-day perplexities."""
+    out: dict[str, Any] = {}
+    for arm, seeds in raw["perplexity"].items():
+        per_seed = [seed_figures(s) for s in seeds]
+        figures: dict[str, Any] = {}
+        for name in per_seed[0]:
+            figures[name] = [None if per_seed[0][name][d] is None
+                             else _mean_spread([f[name][d] for f in per_seed]) for d in range(len(seeds[0]))]
+        last = len(seeds[0]) - 1
+        figures["final_perplexity_per_day"] = [_mean_spread([s[last][j] for s in seeds])
+                                               for j in range(len(seeds[0][last]))]
+        out[arm] = figures
+    return out
+
+
+def _claim(name: str, a: dict[str, float], b: dict[str, float], holds: bool, detail: str) -> dict[str, Any]:
+    beyond = abs(a["mean"] - b["mean"]) > a["spread"] + b["spread"]
+    verdict = ("met" if holds else "missed") if beyond else "within the spread (no claim)"
+    return {"target": name, "verdict": verdict, "detail": detail}
+
+
+def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets on the last day: (b) vs (a) forgetting and new-day cost, (b) vs (d) per day,
+    and whether the drift planner beats the fixed fraction."""
+    a, b, d, p = (summary[k] for k in ("naive", "replay", "scratch_all", "replay_drift"))
+    fa, fb = a["average_forgetting"][-1], b["average_forgetting"][-1]
+    na, nb = a["new_day_perplexity"][-1], b["new_day_perplexity"][-1]
+    cut = 1 - fb["mean"] / fa["mean"] if fa["mean"] > 0 else 0.0
+    cost = nb["mean"] / na["mean"] - 1
+    out = [_claim("(b) cuts (a)'s average forgetting by >= 50%", fa, fb, cut >= 0.5, f"cut {cut:.0%}"),
+           _claim("(b) costs <= 5% new-day perplexity against (a)", na, nb, cost <= 0.05, f"cost {cost:+.1%}")]
+    for j, (pb, pd) in enumerate(zip(b["final_perplexity_per_day"], d["final_perplexity_per_day"], strict=True)):
+        gap = pb["mean"] / pd["mean"] - 1
+        out.append(_claim(f"(b) within 5% of (d) on day {j + 1}", pb, pd, gap <= 0.05, f"gap {gap:+.1%}"))
+    ab, ap = b["average_perplexity"][-1], p["average_perplexity"][-1]
+    out.append(_claim("drift planner beats the fixed fraction (average perplexity)", ab, ap,
+                      ap["mean"] < ab["mean"], f"{ap['mean']:.2f} vs {ab['mean']:.2f}"))
+    return out
+
+
+def _fmt(cell: dict[str, float] | None, pct: bool = False) -> str:
+    if cell is None:
+        return "-"
+    return f"{cell['mean']:+.1%} ± {cell['spread']:.1%}" if pct else f"{cell['mean']:.2f} ± {cell['spread']:.2f}"
+
+
+def markdown_table(summary: dict[str, Any], claims: list[dict[str, Any]]) -> str:
+    """Last-day figures per arm (mean ± spread over seeds), then the targets."""
+    lines = ["| arm | new-day perplexity | average forgetting | average perplexity (all days) |",
+             "| --- | --- | --- | --- |"]
+    for arm, fig in summary.items():
+        lines.append(f"| {LABELS[arm]} | {_fmt(fig['new_day_perplexity'][-1])} | "
+                     f"{_fmt(fig['average_forgetting'][-1], pct=True)} | {_fmt(fig['average_perplexity'][-1])} |")
+    lines += ["", "| target | verdict | measured |", "| --- | --- | --- |"]
+    lines += [f"| {c['target']} | {c['verdict']} | {c['detail']} |" for c in claims]
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict[str, Any], path: Path) -> Path:
+    """Three panels over the days: average forgetting, new-day perplexity, average perplexity so far."""
+    panels = (("average_forgetting", "average forgetting (rel.)"), ("new_day_perplexity", "new-day perplexity"),
+              ("average_perplexity", "average perplexity, days so far"))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, (name, title) in zip(axes, panels, strict=True):
+        for arm, figures in summary.items():
+            points = [(d + 1, c["mean"], c["spread"]) for d, c in enumerate(figures[name]) if c is not None]
+            days, means, spreads = zip(*points, strict=True)
+            ax.errorbar(days, means, yerr=spreads, marker="o", capsize=3, label=LABELS[arm])
+        ax.set_title(title)
+        ax.set_xlabel("after day")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,89 @@
+"""The continual-learning study end to end on 2 tiny days, and the drift replay planner."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from lmforge_core.config.train import TrainConfig
+from lmforge_core.metadata import repository as repo
+from lmforge_core.runtime import open_runtime
+from lmforge_core.settings import load_settings
+from tasks.ingest.sample import write_sample
+from tasks.study.continual import ARMS, StudyError, day_drops
+from tasks.train.replay_plan import plan_replay
+
+TINY_RUN = {"LMFORGE_TRAIN__GLOBAL_BATCH": "2", "LMFORGE_TRAIN__MICRO_BATCH": "2",
+            "LMFORGE_TRAIN__WARMUP_STEPS": "1", "LMFORGE_TRAIN__REWARM_STEPS": "1", "LMFORGE_TRAIN__THREADS": "1"}
+
+
+def test_drift_planner_follows_the_measured_drift_within_its_bounds() -> None:
+    cfg = TrainConfig(replay_planner="drift", replay_fraction_bounds=(0.1, 0.5), rewarm_lr_ratio_bounds=(0.3, 1.0),
+                      drift_reference=0.2)
+    calm, half, wild = plan_replay(cfg, 0.0), plan_replay(cfg, 0.1), plan_replay(cfg, 0.9)
+    assert (calm.replay_fraction, calm.rewarm_lr_ratio) == (0.1, 0.3)
+    assert (half.replay_fraction, half.rewarm_lr_ratio) == (pytest.approx(0.3), pytest.approx(0.65))
+    assert (wild.replay_fraction, wild.rewarm_lr_ratio) == (0.5, 1.0)  # capped at the high bounds
+    unmeasured = plan_replay(cfg, None)
+    assert (unmeasured.replay_fraction, unmeasured.rewarm_lr_ratio) == (cfg.replay_fraction, cfg.rewarm_lr_ratio)
+    fixed = plan_replay(TrainConfig(replay_fraction=0.2), 0.9)
+    assert (fixed.planner, fixed.replay_fraction) == ("fixed", 0.2)
+    with pytest.raises(ValueError, match="replay_fraction_bounds"):
+        TrainConfig(replay_fraction_bounds=(0.6, 0.2))
+
+
+def test_a_source_without_enough_day_drops_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "day-01-a").mkdir()
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(StudyError, match="holds 1 day-NN-\\* drops; the study asked for 2"):
+        day_drops(tmp_path, 2)
+
+
+@pytest.mark.slow
+def test_the_whole_study_on_two_tiny_days(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "drops"
+    write_sample(source, 2, docs_per_drop=60)
+    for name, value in TINY_RUN.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["study", "continual", "--source", str(source), "--days", "2",
+                                      "--tokens-per-day", "1024", "--seeds", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["config"]["steps_per_day"] == 2 and report["config"]["seeds"] == [1, 2]
+    assert report["drops"] == ["day-01-os-files", "day-02-networking-email"]
+    assert set(report["perplexity"]) == set(ARMS)
+    for seeds in report["perplexity"].values():  # [seed][after day][on day]
+        assert len(seeds) == 2 and all(len(days) == 2 and all(len(row) == 2 for row in days) for days in seeds)
+        assert all(math.isfinite(p) and p > 1 for days in seeds for row in days for p in row)
+    # day 1 is one model per seed, shared by every arm; day 2 differs between arms
+    for seed in range(2):
+        day_one = {tuple(report["perplexity"][arm][seed][0]) for arm in ARMS}
+        assert len(day_one) == 1
+        assert len({tuple(report["perplexity"][arm][seed][1]) for arm in ARMS}) > 1
+    assert report["summary"]["replay"]["average_forgetting"][0] is None
+    assert {t["verdict"] for t in report["targets"]} <= {"met", "missed", "within the spread (no claim)"}
+    for name, path in report["files"].items():
+        assert Path(path).stat().st_size > 0, name
+    assert Path(report["files"]["study.png"]).read_bytes()[:4] == b"\x89PNG"
+    # one tokenizer for the whole study, and the drift planner's plan recorded with its runs
+    workspace = Path(report["files"]["study.json"]).parent / "workspace"
+    study = load_settings(workspace=workspace, database_url=f"sqlite:///{workspace / 'metadata.db'}",
+                          artifact_uri=str(workspace / "artifacts"))
+    rt = open_runtime(study)
+    try:
+        with rt.metadata.session() as session:
+            versions = repo.list_dataset_versions(session)
+            assert len({v.tokenizer_id for v in versions}) == 1 and len(versions) == 2
+            plans = [run.config.get("replay_plan") for run in repo.list_runs(session, limit=100)]
+        drift_plans = [p for p in plans if p and p["planner"] == "drift"]
+        assert len(drift_plans) == 2  # one per seed, day 2
+        low, high = TrainConfig().replay_fraction_bounds
+        assert all(p["drift"] is not None and low <= p["replay_fraction"] <= high for p in drift_plans)
+    finally:
+        rt.metadata.dispose()
