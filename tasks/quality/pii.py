@@ -45,10 +45,11 @@ _EMAIL = re.compile(
 _IBAN = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?!\w)")
 # 13-19 digits written as cards are: contiguous, in groups of four (``4111 1111 1111 1111``, a shorter last
 # group) or Amex's 4-6-5, one separator throughout, so neighbouring numbers do not join one run. A run after "+"
-# is a phone number; the digits of an IBAN-shaped token that failed its check (``DE37 0000 ...``,
-# ``GB82 WEST 1234 ...``) are not a card.
+# is a phone number; the digits of a spaced IBAN-shaped token that failed its check (``DE37 0000 ...``,
+# ``GB82 WEST 1234 ...``, from whichever of its first groups) are not a card.
+_AFTER_IBAN = "".join(rf"(?<![A-Z]{{2}}\d{{2}}(?: [A-Z0-9]{{4}}){{{k}}} \d)" for k in range(4))
 _CARD = re.compile(
-    _DIGIT + r"(?<!\+\d)(?<![A-Z]{2}\d{2} \d)(?<![A-Z]{2}\d{2} [A-Z0-9]{4} \d)"
+    _DIGIT + r"(?<!\+\d)" + _AFTER_IBAN +
     r"(?:\d{12,18}|\d{3}([ -])\d{6}\1\d{5}|\d{3}([ -])\d{4}(?:\2\d{4}){1,3}(?:\2\d{1,3})?)" + _END
 )
 _SSN = re.compile(_DIGIT + r"\d{2}-\d{2}-\d{4}" + _END)
