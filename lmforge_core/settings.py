@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from lmforge_core.config.dashboard import DashboardConfig
 from lmforge_core.config.data import DataConfig
 from lmforge_core.config.train import TrainConfig
 from lmforge_core.redact import mask_url
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     model_name: str = Field(default="lmforge", description="Registered model name.")
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @field_validator("model_name")
     @classmethod
@@ -97,6 +99,8 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = mask_url(self.database_url)
         data["artifact_uri"] = mask_url(self.artifact_uri)
+        for reviewer in data["dashboard"]["reviewers"]:
+            reviewer["password_hash"] = "***"  # noqa: S105 (a mask, not a password)
         return data
 
 
