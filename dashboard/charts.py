@@ -78,7 +78,7 @@ def heatmap(frame: pd.DataFrame, value_title: str) -> alt.LayerChart:
         tooltip=["model", "dataset", alt.Tooltip("value:Q", format=".3f")],
     )
     text = base.mark_text(fontSize=11).encode(text=alt.Text("value:Q", format=".2f"))
-    return (cells + text).properties(height=max(160, 28 * frame["model"].nunique()))
+    return (cells + text).properties(height=int(max(160, 28 * frame["model"].nunique())))
 
 
 def intervals(frame: pd.DataFrame, y_title: str, *, reference: float | None = None,

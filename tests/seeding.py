@@ -87,6 +87,8 @@ def seed_batches(rt: Runtime, seeded: Seeded, rng: random.Random, count: int = 4
             repo.finish_batch(s, batch.id, status=BatchStatus.QUARANTINED if quarantined else BatchStatus.ACCEPTED,
                               records_read=read, records_accepted=accepted, rejects=rejects, quarantine_key=qkey,
                               stats=stats)
+            batch.started_at = datetime.now(UTC) - timedelta(days=count - i, minutes=30)  # one drop a night
+            batch.finished_at = batch.started_at + timedelta(minutes=4 + i)
             seeded.batch_ids.append(batch.id)
             if quarantined:
                 seeded.quarantined_batch = batch.id
@@ -105,7 +107,8 @@ def _curve(step: int, steps: int, rng: random.Random) -> list[tuple[int, str, fl
 
 
 def seed_run(rt: Runtime, rng: random.Random, *, steps: int, status: RunStatus, start: int = 0,
-             resumed_from: int | None = None, checkpoint_every: int = 20) -> tuple[int, str]:
+             resumed_from: int | None = None, checkpoint_every: int = 20,
+             started: datetime | None = None) -> tuple[int, str]:
     with rt.metadata.session() as s:
         run = repo.create_run(s, config={"network": "tiny", "steps": steps}, resumed_from_id=resumed_from)
         repo.add_step_metrics(s, run.id, [row for step in range(start, steps) for row in _curve(step, steps, rng)])
@@ -116,6 +119,8 @@ def seed_run(rt: Runtime, rng: random.Random, *, steps: int, status: RunStatus, 
                      {"type": "rollback", "to_step": start + 5, "tag": f"step-{start + 5}"}]
         repo.finish_run(s, run.run_id, status=status, error="worker lost" if status is RunStatus.FAILED else None,
                         summary={"incidents": incidents})
+        if started is not None:  # a history spread over days, as nightly runs are
+            run.started_at, run.ended_at = started, started + timedelta(minutes=(steps - start) * 0.7)
         return run.id, run.run_id
 
 
@@ -162,13 +167,13 @@ def seed_platform(rt: Runtime, *, steps: int = 60, seed: int = 7) -> Seeded:
     rejected v4."""
     rng, seeded = random.Random(seed), Seeded()
     seed_batches(rt, seeded, rng)
-    first, name_a = seed_run(rt, rng, steps=steps, status=RunStatus.SUCCEEDED)
-    broken, name_b = seed_run(rt, rng, steps=steps // 2, status=RunStatus.INTERRUPTED)
-    resumed, name_c = seed_run(rt, rng, steps=steps, status=RunStatus.SUCCEEDED, start=steps // 2,
-                               resumed_from=broken)
-    _, name_d = seed_run(rt, rng, steps=10, status=RunStatus.FAILED)
-    seeded.run_ids = [name_a, name_b, name_c, name_d]
     now = datetime.now(UTC)
+    first, name_a = seed_run(rt, rng, steps=steps, status=RunStatus.SUCCEEDED, started=now - timedelta(days=3.9))
+    broken, name_b = seed_run(rt, rng, steps=steps // 2, status=RunStatus.INTERRUPTED, started=now - timedelta(days=2.9))
+    resumed, name_c = seed_run(rt, rng, steps=steps, status=RunStatus.SUCCEEDED, start=steps // 2,
+                               resumed_from=broken, started=now - timedelta(days=2.8))
+    _, name_d = seed_run(rt, rng, steps=10, status=RunStatus.FAILED, started=now - timedelta(hours=5))
+    seeded.run_ids = [name_a, name_b, name_c, name_d]
     verdicts = [GateVerdict.PROMOTE, GateVerdict.PROMOTE, GateVerdict.NEEDS_REVIEW, GateVerdict.REJECT]
     for version, (run_pk, verdict) in enumerate(zip([first, resumed, resumed, first], verdicts, strict=True), 1):
         with rt.metadata.session() as s:

@@ -36,8 +36,14 @@ def _trend(frame: pd.DataFrame) -> None:
         empty_state("BLEU/ROUGE scores", "They are recorded by the evaluation stage on the reference set.")
         return
     trend = scores.groupby(["version", "metric", "dataset"], as_index=False)["value"].last()
-    trend["series"] = trend["metric"] + " · " + trend["dataset"].astype(str)
-    st.altair_chart(charts.lines(trend, "version", "value", "series", y_title="score", x_type="O"), width="stretch")
+    for column, (metric, title) in zip(st.columns(2), (("bleu", "BLEU"), ("rouge_l", "ROUGE-L")), strict=True):
+        one = trend[trend["metric"] == metric]
+        with column:
+            if one.empty:
+                st.info(f"No {title} recorded.")
+            else:
+                st.altair_chart(charts.lines(one, "version", "value", "dataset", y_title=title, x_type="O"),
+                                width="stretch")
 
 
 def _samples(rows: pd.DataFrame, version: int) -> dict[str, str]:

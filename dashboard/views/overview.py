@@ -57,8 +57,7 @@ def render(ctx: Context) -> None:
     production = data.production(ctx.url, ctx.model)
     batches = data.batches(ctx.url, 1)
     left, middle, right = st.columns(3)
-    left.metric("Production model", production["label"] if production else "none yet",
-                help=f"since {when(production['updated_at'])}" if production else None)
+    left.metric("Production model", production["label"] if production else "none yet")
     if production:
         left.caption(f"serving since {when(production['updated_at'])} ({ago(production['updated_at'])})")
     last = batches.iloc[0] if len(batches) else None
