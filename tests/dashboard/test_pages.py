@@ -15,10 +15,7 @@ PAGES = ["views/overview.py", "views/data_quality.py", "views/training.py", "vie
 
 def open_page(page: str) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    if page != PAGES[0]:
-        at.switch_page(page).run()
-    return at
+    return at.switch_page(page).run()  # before the first run a page is found by its file name
 
 
 def texts(at: AppTest) -> str:
@@ -34,14 +31,14 @@ def assert_clean(at: AppTest) -> None:
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_renders_the_seeded_platform(seeded: Platform, page: str) -> None:
+def test_page_renders_the_seeded_platform(seeded_view: Platform, page: str) -> None:
     at = open_page(page)
     assert_clean(at)
     assert at.title, "every page has a title"
     assert "No data batches yet" not in texts(at)
 
 
-def test_overview_shows_production_since_and_open_alerts(seeded: Platform) -> None:
+def test_overview_shows_production_since_and_open_alerts(seeded_view: Platform) -> None:
     at = open_page(PAGES[0])
     shown = texts(at)
     assert "lmforge:v2" in shown and "serving since" in shown
@@ -52,7 +49,7 @@ def test_overview_shows_production_since_and_open_alerts(seeded: Platform) -> No
     assert any(m.label == "Open alerts" and int(m.value) >= 3 for m in at.metric)
 
 
-def test_review_page_lists_the_pending_model_with_its_gate_table(seeded: Platform) -> None:
+def test_review_page_lists_the_pending_model_with_its_gate_table(seeded_view: Platform) -> None:
     at = open_page("views/review.py")
     shown = texts(at)
     assert "**lmforge:v3**" in shown and "Gate verdict **needs_review**" in shown
@@ -66,18 +63,18 @@ def chart_data(at: AppTest, index: int) -> pd.DataFrame:
     return pa.ipc.open_stream(chart.datasets[0].data.data).read_all().to_pandas()
 
 
-def test_evaluation_heatmap_has_a_cell_per_model_and_dataset(seeded: Platform) -> None:
+def test_evaluation_heatmap_has_a_cell_per_model_and_dataset(seeded_view: Platform) -> None:
     at = open_page("views/evaluation.py")
     assert_clean(at)
     assert "perplexity" in at.get("vega_lite_chart")[0].proto.spec
     cells = chart_data(at, 0)
-    assert len(cells) == 4 * 3 and set(cells["dataset"]) == set(seeded.seeded.datasets)
+    assert len(cells) == 4 * 3 and set(cells["dataset"]) == set(seeded_view.seeded.datasets)
     v4 = cells[cells["model"] == "v004"].set_index("dataset")["value"]
     assert v4["ds-000001"] > v4["ds-000003"]  # the seeded forgetting shows on old data
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_on_an_empty_store_shows_a_friendly_empty_state(empty: Platform, page: str) -> None:
+def test_page_on_an_empty_store_shows_a_friendly_empty_state(empty_view: Platform, page: str) -> None:
     at = open_page(page)
     assert_clean(at)
     shown = texts(at)
