@@ -82,9 +82,9 @@ def heatmap(frame: pd.DataFrame, value_title: str) -> alt.LayerChart:
 
 
 def intervals(frame: pd.DataFrame, y_title: str, *, reference: float | None = None,
-              threshold: float | None = None) -> alt.LayerChart:
-    """Per group a point with its interval (``low``..``high``), one colour per model version; dashed
-    lines at the ``reference`` (e.g. 50%) and at the ``threshold``."""
+              thresholds: list[float] | tuple[float, ...] = ()) -> alt.LayerChart:
+    """Per ``group`` a point with its interval (``low``..``high``), one colour per model version; a grey
+    dashed line at the ``reference`` (e.g. 50%) and red dashed lines at the gate's ``thresholds``."""
     base = alt.Chart(frame).encode(x=alt.X("group:N"), xOffset="model:N", color="model:N")
     layers = [
         base.mark_rule().encode(y=alt.Y("low:Q", title=y_title), y2="high:Q"),
@@ -92,10 +92,11 @@ def intervals(frame: pd.DataFrame, y_title: str, *, reference: float | None = No
             y="value:Q", tooltip=["model", "group", alt.Tooltip("value:Q", format=".3f"),
                                   alt.Tooltip("low:Q", format=".3f"), alt.Tooltip("high:Q", format=".3f")]),
     ]
-    for level, colour in ((reference, "#616161"), (threshold, "#c62828")):
-        if level is not None:
-            layers.append(alt.Chart(pd.DataFrame({"y": [level]})).mark_rule(strokeDash=[6, 4], color=colour)
-                          .encode(y="y:Q"))
+    levels = [(reference, "#616161")] if reference is not None else []
+    levels += [(level, "#c62828") for level in thresholds]
+    for level, colour in levels:
+        layers.append(alt.Chart(pd.DataFrame({"y": [level]})).mark_rule(strokeDash=[6, 4], color=colour)
+                      .encode(y="y:Q"))
     return alt.layer(*layers).properties(height=260)
 
 

@@ -18,8 +18,11 @@ from lmforge_core.metadata.models import ModelStatus
 CACHE_TTL_S = 15
 TRAINING_METRICS = ("loss", "lr", "grad_norm", "tokens_per_s")
 QUALITY_METRICS = ("perplexity", "bleu", "rouge_l")
-BIAS_METRICS = ("bias_loglik_gap", "bias_sentiment", "stereotype_preference", "toxicity_rate")
-SAMPLE_METRIC = "generation_samples"
+# the names and slices the evaluation stage stores (tasks/evaluate: perplexity, generation, fairness)
+BIAS_METRICS = ("loglik_gap", "loglik_mean", "sentiment_gap", "sentiment_mean", "stereotype_share",
+                "stereotype_deviation", "toxicity_rate")
+GENERATION_SLICE = "continuation"  # slice of the bleu / rouge_l rows
+SAMPLE_METRIC = "samples"  # slice side_by_side, details.samples = [{prompt, reference, greedy, sampled}]
 cached = st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=256)
 
 

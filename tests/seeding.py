@@ -7,6 +7,7 @@ Used by the dashboard tests and by ``benchmarks/bench_dashboard.py`` (``scale_*`
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import math
@@ -125,41 +126,52 @@ def seed_run(rt: Runtime, rng: random.Random, *, steps: int, status: RunStatus, 
 
 
 def _checks(verdict: GateVerdict) -> list[dict]:
-    return [{"name": "perplexity_no_regression", "metric": "perplexity", "value": 12.1, "bound": 12.5, "kind": "max",
-             "passed": True, "verdict": "promote", "detail": "vs production"},
-            {"name": "toxicity", "metric": "toxicity_rate", "value": 0.02 if verdict is GateVerdict.PROMOTE else 0.09,
-             "bound": 0.05, "kind": "max", "passed": verdict is GateVerdict.PROMOTE,
-             "verdict": verdict.value, "detail": ""}]
+    """Gate checks in the shape of tasks/evaluate/gate.py (metric = family[/slice], bound, kind)."""
+    toxicity_passed = verdict is GateVerdict.PROMOTE
+    tox_verdict = {GateVerdict.PROMOTE: "pass", GateVerdict.NEEDS_REVIEW: "review", GateVerdict.REJECT: "reject"}
+    return [{"name": "new-data perplexity", "metric": "perplexity/ds-000003", "value": 12.1, "bound": 1000.0,
+             "kind": "value", "passed": True, "verdict": "pass", "detail": ""},
+            {"name": "bias loglik_gap/gender", "metric": "loglik_gap/gender", "value": 0.4, "bound": 1.0,
+             "kind": "interval", "passed": True, "verdict": "pass", "detail": "[0.3, 0.5]"},
+            {"name": "bias stereotype_deviation", "metric": "stereotype_deviation", "value": 0.07, "bound": 0.15,
+             "kind": "interval", "passed": True, "verdict": "pass", "detail": ""},
+            {"name": "bias toxicity_rate", "metric": "toxicity_rate", "value": 0.04 if toxicity_passed else 0.09,
+             "bound": 0.05, "kind": "interval", "passed": toxicity_passed, "verdict": tox_verdict[verdict],
+             "detail": ""}]
+
+
+def _interval(value: float, half: float) -> dict[str, float]:
+    return {"low": value - half, "high": value + half}
 
 
 def seed_evaluations(rt: Runtime, model_id: int, version: int, datasets: list[str], rng: random.Random) -> None:
+    """Rows as the evaluation stage stores them (tasks/evaluate: perplexity, generation, fairness)."""
     with rt.metadata.session() as s:
+        add = functools.partial(repo.add_evaluation, s, model_version_id=model_id)
         for k, ds in enumerate(datasets):
             forgetting = 0.4 * (len(datasets) - k - 1) * (version > 2)
-            repo.add_evaluation(s, model_version_id=model_id, dataset=ds, metric="perplexity",
-                                value=14.0 - version * 0.5 + forgetting + rng.random() * 0.2)
+            add(dataset=ds, metric="perplexity", value=14.0 - version * 0.5 + forgetting + rng.random() * 0.2)
         for metric, base in (("bleu", 18.0), ("rouge_l", 0.31)):
-            repo.add_evaluation(s, model_version_id=model_id, dataset="reference", metric=metric,
-                                value=base * (1 + 0.05 * version))
-        for axis, groups in (("gender", ("female", "male")), ("religion", ("christian", "muslim", "jewish"))):
-            for g in groups:
-                gap = rng.uniform(-0.3, 0.3)
-                ci = {"ci_low": gap - 0.1, "ci_high": gap + 0.1, "threshold": 0.5}
-                repo.add_evaluation(s, model_version_id=model_id, dataset="bias-probes", metric="bias_loglik_gap",
-                                    slice_name=f"{axis}/{g}", value=gap, details=ci)
-                senti = rng.uniform(-0.2, 0.4)
-                repo.add_evaluation(s, model_version_id=model_id, dataset="bias-probes", metric="bias_sentiment",
-                                    slice_name=f"{axis}/{g}", value=senti,
-                                    details={"ci_low": senti - 0.05, "ci_high": senti + 0.05})
-            pref = rng.uniform(0.45, 0.62)
-            repo.add_evaluation(s, model_version_id=model_id, dataset="crows-pairs", metric="stereotype_preference",
-                                slice_name=axis, value=pref,
-                                details={"ci_low": pref - 0.04, "ci_high": pref + 0.04, "threshold": 0.6})
-        repo.add_evaluation(s, model_version_id=model_id, dataset="realtoxicity", metric="toxicity_rate",
-                            value=0.01 * version, details={"threshold": 0.05})
-        repo.add_evaluation(s, model_version_id=model_id, dataset="prompts", metric="generation_samples",
-                            value=len(PROMPTS), details={"samples": [
-                                {"prompt": p, "output": f"{p} ... (model v{version})"} for p in PROMPTS]})
+            add(dataset="continuations@1", metric=metric, slice_name="continuation", value=base * (1 + 0.05 * version),
+                details={"items": 24})
+        for family, spread in (("loglik", 0.6), ("sentiment", 0.2)):
+            for axis, groups in (("gender", ("female", "male")), ("religion", ("christian", "muslim", "jewish"))):
+                gap = rng.uniform(0.1, spread)
+                add(dataset="probes/counterfactual@1", metric=f"{family}_gap", slice_name=axis, value=gap,
+                    details=_interval(gap, 0.1) | {"high_group": groups[0], "low_group": groups[-1]})
+                for g in groups:
+                    add(dataset="probes/counterfactual@1", metric=f"{family}_mean", slice_name=f"{axis}/{g}",
+                        value=rng.uniform(-3.0, -2.0) if family == "loglik" else rng.uniform(-0.2, 0.4))
+        for kind in ("all", "bias_type/gender", "bias_type/religion"):
+            share = rng.uniform(0.45, 0.62)
+            add(dataset="probes/stereotype_pairs@1", metric="stereotype_share", slice_name=kind, value=share,
+                details=_interval(share, 0.06) | {"pairs": 25})
+        add(dataset="probes/stereotype_pairs@1", metric="stereotype_deviation", value=0.07, details=_interval(0.07, 0.05))
+        add(dataset="probes/toxicity_words@1", metric="toxicity_rate", value=0.01 * version,
+            details=_interval(0.01 * version, 0.01))
+        add(dataset="continuations@1", metric="samples", slice_name="side_by_side", value=len(PROMPTS), details={
+            "samples": [{"prompt": p, "reference": f"{p} (reference)", "greedy": f"{p} ... (model v{version})",
+                         "sampled": f"{p} ~ (model v{version})"} for p in PROMPTS]})
 
 
 def seed_platform(rt: Runtime, *, steps: int = 60, seed: int = 7) -> Seeded:

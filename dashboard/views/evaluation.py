@@ -31,7 +31,7 @@ def _heatmap(frame: pd.DataFrame) -> None:
 
 def _trend(frame: pd.DataFrame) -> None:
     st.subheader("BLEU and ROUGE-L by model version")
-    scores = frame[frame["metric"].isin(["bleu", "rouge_l"]) & (frame["slice"] == "all")]
+    scores = frame[frame["metric"].isin(["bleu", "rouge_l"]) & (frame["slice"] == data.GENERATION_SLICE)]
     if scores.empty:
         empty_state("BLEU/ROUGE scores", "They are recorded by the evaluation stage on the reference set.")
         return
@@ -46,12 +46,13 @@ def _trend(frame: pd.DataFrame) -> None:
                                 width="stretch")
 
 
-def _samples(rows: pd.DataFrame, version: int) -> dict[str, str]:
-    found: dict[str, str] = {}
+def _samples(rows: pd.DataFrame, version: int | None) -> dict[str, dict[str, Any]]:
+    """prompt -> stored sample (``reference``, ``greedy``, ``sampled``) of one model version."""
+    found: dict[str, dict[str, Any]] = {}
     for details in rows.loc[rows["version"] == version, "details"]:
         for sample in (details or {}).get("samples") or []:
             if isinstance(sample, dict) and "prompt" in sample:
-                found.setdefault(str(sample["prompt"]), str(sample.get("output", sample.get("completion", ""))))
+                found.setdefault(str(sample["prompt"]), sample)
     return found
 
 
@@ -65,12 +66,12 @@ def _side_by_side(ctx: Context) -> None:
     production = data.production(ctx.url, ctx.model)
     candidate = st.selectbox("Candidate", versions, format_func=lambda v: f"v{v}", key="eval_candidate")
     prod_version = production["version"] if production else None
-    left_samples = _samples(rows, candidate)
-    right_samples = _samples(rows, prod_version) if prod_version is not None else {}
-    table: list[dict[str, Any]] = [{"prompt": p, f"candidate v{candidate}": out,
-                                    f"production {'v' + str(prod_version) if prod_version else '(none)'}":
-                                        right_samples.get(p, "")}
-                                   for p, out in left_samples.items()]
+    served = _samples(rows, prod_version)
+    prod_title = f"production v{prod_version}" if prod_version is not None else "production (none)"
+    table: list[dict[str, Any]] = [
+        {"prompt": prompt, "reference": sample.get("reference", ""), f"candidate v{candidate}": sample.get("greedy", ""),
+         prod_title: served.get(prompt, {}).get("greedy", "")}
+        for prompt, sample in _samples(rows, candidate).items()]
     st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
 
 

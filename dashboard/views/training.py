@@ -9,7 +9,7 @@ from dashboard import charts, data
 from dashboard.context import Context
 from dashboard.ui import empty_state, run_page
 
-MAX_POINTS = 1000
+MAX_POINTS = 500
 TITLES = {"loss": "Loss", "lr": "Learning rate", "grad_norm": "Gradient norm", "tokens_per_s": "Throughput (tokens/s)"}
 
 

@@ -54,7 +54,7 @@ def test_review_page_lists_the_pending_model_with_its_gate_table(seeded_view: Pl
     shown = texts(at)
     assert "**lmforge:v3**" in shown and "Gate verdict **needs_review**" in shown
     gate_table = at.dataframe[0].value
-    assert list(gate_table["name"]) == ["perplexity_no_regression", "toxicity"]
+    assert list(gate_table["name"])[-1] == "bias toxicity_rate" and list(gate_table["verdict"])[-1] == "review"
 
 
 def chart_data(at: AppTest, index: int) -> pd.DataFrame:
@@ -88,3 +88,12 @@ def test_unmigrated_database_is_one_clear_message(tmp_path, monkeypatch: pytest.
     assert not at.exception
     [error] = at.error
     assert "run `lmforge init`" in error.value
+
+
+def test_bias_page_draws_each_axis_gap_against_the_gate_bound(seeded_view: Platform) -> None:
+    at = open_page("views/bias.py")
+    assert_clean(at)
+    assert any("Gate bound 1.0" in c.value for c in at.caption)
+    gaps = chart_data(at, 0)
+    assert set(gaps["group"]) == {"gender", "religion"} and set(gaps["model"]) == {"v4", "v3", "v2"}
+    assert (gaps["low"] <= gaps["value"]).all() and (gaps["value"] <= gaps["high"]).all()
