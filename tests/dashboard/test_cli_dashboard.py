@@ -28,7 +28,7 @@ def test_short_password_is_refused() -> None:
 
 def test_streamlit_command_hides_error_details_and_runs_headless() -> None:
     command = streamlit_command(8600, "127.0.0.1")
-    pairs = dict(zip(command[4::2], command[5::2], strict=True))
-    assert command[3].endswith("dashboard/app.py")
+    pairs = dict(zip(command[5::2], command[6::2], strict=True))
+    assert command[3] == "run" and command[4].endswith("dashboard/app.py")
     assert pairs["--client.showErrorDetails"] == "none" and pairs["--server.headless"] == "true"
     assert pairs["--server.port"] == "8600"
