@@ -1,5 +1,9 @@
-"""The Streamlit review dashboard (``lmforge dashboard``): a face over the metadata and artifact stores.
+"""dashboard: the Streamlit review app (data quality, training, evaluation, bias; approve/reject/roll back).
 
-``app.py`` is the entry point (``st.navigation`` over ``views/``); pages read through ``data.py`` (cached,
-bounded calls of the core's repository functions) and act through ``tasks.review``.
+Layer: faces. May import lmforge_core, tasks, serving and model; reads and writes the metadata only through
+lmforge_core's repository functions, never raw SQL.
+
+``app.py`` is the entry point (``st.navigation`` over ``views/``, started by ``lmforge dashboard``); pages read
+through ``data.py`` (cached, bounded calls of ``lmforge_core.metadata.dashboard_repository``) and act through
+``tasks.review``.
 """
