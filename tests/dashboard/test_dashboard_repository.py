@@ -41,3 +41,17 @@ def test_list_reads_respect_their_limit(backend_url: str, tmp_path: Path) -> Non
         assert dash.alias_now(s, "lmforge", "production") is None
         assert dash.metric_series(s, [], ["loss"], 10) == []
     rt.metadata.dispose()
+
+
+def test_the_dashboard_reads_only_through_the_core() -> None:
+    """No page or helper of dashboard/ talks SQL itself: no database library is imported there."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "dashboard"
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in {"sqlalchemy", "psycopg", "sqlite3"}]
+    assert offenders == []
