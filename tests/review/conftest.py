@@ -13,5 +13,5 @@ def prefect_harness() -> Iterator[None]:
     may lift both into tests/conftest.py)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    with prefect_test_harness(server_startup_timeout=120):  # the shared CI machine can be slow to start it
         yield
