@@ -144,10 +144,12 @@ def main() -> None:
                "LMFORGE_ARTIFACT_URI": str(workspace / "artifacts")}
         rt = open_runtime(load_settings(workspace=workspace, database_url=url, artifact_uri=env["LMFORGE_ARTIFACT_URI"]))
         t0 = time.perf_counter()
-        if not _seeded(rt):
+        reused = _seeded(rt)
+        if not reused:
             seed_large(rt, args.runs, args.metric_runs, args.steps, args.models, batches=100)
-        print(f"\n[{backend}] seeded {args.runs} runs, {args.models} model versions, "
-              f"{args.metric_runs * args.steps * 4:,} step metrics in {time.perf_counter() - t0:.0f} s")
+        how = f"reused {workspace}" if reused else f"seeded in {time.perf_counter() - t0:.0f} s"
+        print(f"\n[{backend}] {args.runs} runs, {args.models} model versions, "
+              f"{args.metric_runs * args.steps * 4:,} step metrics ({how})")
         timings = time_pages(env)
         print(f"{'page':<24}{'cold s':>9}{'warm s':>9}  target < 2 s")
         for page, (cold, warm) in timings.items():
