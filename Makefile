@@ -77,6 +77,7 @@ test: lint
 bench: setup-test .venv-bench/.installed
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_train.py
+	PYTHONPATH=. $(BIN)/python benchmarks/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov .venv-bench .lmforge .pytest_cache .ruff_cache
