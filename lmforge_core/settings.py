@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from lmforge_core.config.data import DataConfig
+from lmforge_core.config.orchestration import OrchestrationConfig
 from lmforge_core.config.train import TrainConfig
 from lmforge_core.redact import mask_url
 
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     model_name: str = Field(default="lmforge", description="Registered model name.")
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
 
     @field_validator("model_name")
     @classmethod

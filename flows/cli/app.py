@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.cli import data as cli_data
+from flows.cli import orchestration as cli_orchestration
 from flows.cli import train as cli_train
 from flows.cli.common import CliError, configure, debug_enabled, emit, err_console, runtime, settings
 from lmforge_core.artifacts import ArtifactError
@@ -159,6 +160,7 @@ def status(as_json: JsonFlag = False) -> None:
 # Each stage adds its commands from its own module.
 cli_data.register(app)
 cli_train.register(app)
+cli_orchestration.register(app)
 
 _PERSON_ERRORS = (
     CliError,

@@ -45,6 +45,10 @@ class TrainingError(RuntimeError):
     """The run could not start or did not finish; the message says why and what to do."""
 
 
+class TrainingProcessError(TrainingError):
+    """The launched training processes exited with an error (killed, crashed): the run can be resumed."""
+
+
 @dataclass
 class TrainResult:
     run_id: str
@@ -149,7 +153,7 @@ def _execute(spec: RunSpec, spec_path: Path, processes: int, launcher: str, reco
         lines = log.read_text(errors="replace").splitlines()
         errors = [line for line in lines if re.match(r"^(\[rank\d+\]: )?[A-Za-z_.]*(Error|Exception|Diverged): ", line)]
         cause = errors[-1] if errors else " | ".join(lines[-3:])
-        raise TrainingError(f"training processes exited with code {proc.returncode}: {cause} (log {log})")
+        raise TrainingProcessError(f"training processes exited with code {proc.returncode}: {cause} (log {log})")
 
 
 def _finish(runtime: Runtime, run_id: str, run_pk: int, base_id: int | None, recorder: Recorder,

@@ -1,0 +1,77 @@
+"""The recipe's steps as the flows compose them: each calls its stage's Prefect tasks with the retries,
+timeouts and cache keys of the settings, and publishes the step's artifact. The standalone flows
+(ingest, train, evaluate, publish) and ``nightly_retrain`` share these, so a step is defined once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.cache_policies import CacheKeyFnPolicy
+
+from flows.artifacts import data_quality_artifact
+from flows.support import ensure_training_limit, stage_installed
+from lmforge_core.runtime import Runtime
+from tasks.ingest.prefect_tasks import ingest_task
+from tasks.prefect_policy import cache_key_from, retry_options, retry_when_transient_or
+from tasks.train.run import TrainingProcessError
+from tasks.train.task import train_dataset_task, untrained_dataset_task
+
+
+class QualityGateFailed(RuntimeError):
+    """The new batch failed the quality gate; the message names the failed expectations."""
+
+
+def ingest_step(rt: Runtime, source: str | None) -> dict[str, Any]:
+    """Ingest the new shards of ``source`` (the sample drops when None); a failed gate raises
+    :class:`QualityGateFailed` after the data-quality artifact is published."""
+    cfg = rt.settings.orchestration
+    ingest = ingest_task.with_options(
+        **retry_options(cfg, cfg.timeouts.ingest_s), persist_result=True,
+        cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key_from("source_uri", per_run=True)))
+    result = ingest(rt, source)
+    if result["status"] in ("accepted", "quarantined"):
+        data_quality_artifact(rt.artifacts, result)
+    if result["status"] == "quarantined":
+        raise QualityGateFailed(result["message"])
+    return result
+
+
+def dataset_to_train(rt: Runtime, ingest: dict[str, Any]) -> str | None:
+    """This night's dataset version, or the latest one whose training never finished (a crashed night)."""
+    if ingest.get("dataset_version"):
+        return str(ingest["dataset_version"])
+    return untrained_dataset_task(rt)
+
+
+def train_step(rt: Runtime, dataset: str, steps: int | None = None, processes: int | None = None) -> dict[str, Any]:
+    """Train ``dataset`` once under the global training limit; a killed training process is retried and
+    resumes from its last checkpoint."""
+    cfg = rt.settings.orchestration
+    ensure_training_limit(cfg)
+    train = train_dataset_task.with_options(**retry_options(
+        cfg, cfg.timeouts.train_s, condition=retry_when_transient_or(TrainingProcessError)))
+    result = train(rt, dataset, steps, processes)
+    get_run_logger().info("model %s from run %s (%s)", result["model_version"], result["run_id"],
+                          "found, not retrained" if result["summary"].get("reused") else "trained")
+    return result
+
+
+# Stages built by their own issues; until installed, the flows stop before them and say what is missing.
+OPTIONAL_STAGES = {
+    "evaluate": ("tasks.evaluate.prefect_tasks", "the evaluation stage (tasks/evaluate/prefect_tasks.py) is not installed"),
+    "publish": ("tasks.publish.prefect_tasks", "the publish stage (tasks/publish/prefect_tasks.py) is not installed"),
+}
+
+
+def missing_stages() -> dict[str, str]:
+    """Optional stages absent from this installation, each with the reason the flow reports."""
+    return {name: why for name, (module, why) in OPTIONAL_STAGES.items() if not stage_installed(module)}
+
+
+def evaluate_step(rt: Runtime, model_version: str) -> dict[str, Any]:
+    raise NotImplementedError("wired when the evaluation stage lands")
+
+
+def publish_step(rt: Runtime, model_version: str) -> dict[str, Any]:
+    raise NotImplementedError("wired when the publish stage lands")
