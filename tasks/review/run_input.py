@@ -1,0 +1,34 @@
+"""The Prefect side of a review: what a paused/suspended flow run waits for, and how it is resumed.
+
+A flow waits with ``pause_flow_run(wait_for_input=ReviewInput, ...)`` (or ``suspend_flow_run``); the review
+action resumes it with the decision once it is recorded in the metadata store.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from uuid import UUID
+
+from prefect.flow_runs import resume_flow_run
+from prefect.input import RunInput
+
+
+class ReviewInput(RunInput):
+    """A reviewer's decision as the waiting flow run receives it."""
+
+    decision: Literal["approve", "reject"]
+    reviewer: str
+    comment: str = ""
+
+
+def resume_with_review(flow_run_id: str, review: ReviewInput) -> None:
+    """Resume the paused flow run ``flow_run_id`` with ``review`` as its run input.
+
+    Raises Prefect's ``NotPausedError`` when the run is not paused (finished, timed out, resumed already)
+    and ``ValueError`` when the id is not a flow run id.
+    """
+    try:
+        run_id = UUID(flow_run_id)
+    except ValueError as exc:
+        raise ValueError(f"review request names flow run {flow_run_id!r}, which is not a flow run id") from exc
+    resume_flow_run(run_id, run_input=review.model_dump())
