@@ -203,8 +203,8 @@ def run_lmforge(corpus: Path, work: Path, docs: int) -> dict:
     from lmforge_core.runtime import open_runtime
     from lmforge_core.settings import load_settings
     from model.tokenizer import make_ref, store_tokenizer, train_bpe
+    from tasks.dedup import DedupStore
     from tasks.ingest.pipeline import run_ingest
-    from tasks.quality.dedup_store import DedupStore
 
     settings = load_settings(workspace=work / "ws", database_url="", artifact_uri="")
     rt = open_runtime(settings)

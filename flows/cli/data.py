@@ -117,11 +117,11 @@ def ingest(
     use) is ingested one dated drop per run. With --retry BATCH_ID the shards of that quarantined or
     failed batch run again (e.g. after a threshold was fixed). Exits with 1 when the quality gate fails.
     """
+    from tasks.dedup import DedupStateError
     from tasks.ingest.ingest_lock import IngestLockedError
     from tasks.ingest.pipeline import run_ingest
     from tasks.ingest.retry import RetryError, retry_batch
     from tasks.ingest.sources import SourceError
-    from tasks.quality.dedup_store import DedupStateError
 
     if retry is not None and (source_uri is not None or all_drops):
         raise CliError("--retry takes the shards of the earlier batch; it cannot be combined with SOURCE_URI "

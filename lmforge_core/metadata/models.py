@@ -387,3 +387,31 @@ class AuditEvent(Base):
     target: Mapped[str] = mapped_column(String(256), default="")
     source: Mapped[str] = mapped_column(String(32), default="cli")
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class DocumentRemoval(Base):
+    """Why one record of a batch was removed (rejected at ingest), so a reader can see it without the quarantine.
+
+    A duplicate names its twin (the earlier document: batch, shard, position, id) and the estimated Jaccard
+    similarity (1.0 for an exact duplicate); a filtered document names the rule, its score and the bound it
+    crossed (`bound_min`/`bound_max`, None where open); a malformed record its `detail`.
+    The twin's batch is not a foreign key: the twin may come from a snapshot written before batches were kept.
+    """
+
+    __tablename__ = "document_removals"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("data_batches.id", ondelete="CASCADE"), index=True)
+    shard: Mapped[str] = mapped_column(String(1024))
+    position: Mapped[int] = mapped_column(Integer)
+    doc_id: Mapped[str | None] = mapped_column(String(1024))
+    reason: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[str | None] = mapped_column(Text)
+    rule: Mapped[str | None] = mapped_column(String(128))
+    score: Mapped[float | None] = mapped_column(Float)
+    bound_min: Mapped[float | None] = mapped_column(Float)
+    bound_max: Mapped[float | None] = mapped_column(Float)
+    twin_batch_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    twin_shard: Mapped[str | None] = mapped_column(String(1024))
+    twin_position: Mapped[int | None] = mapped_column(Integer)
+    twin_doc_id: Mapped[str | None] = mapped_column(String(1024))
+    similarity: Mapped[float | None] = mapped_column(Float)

@@ -20,14 +20,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from lmforge_core.metadata.locks import LockKey, advisory_lock
 from lmforge_core.redact import mask_text, mask_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 CONNECT_TIMEOUT_S = 5
 # Serialises migrations: between threads (Alembic's context is process-global) and, on PostgreSQL,
-# between processes through a transaction-scoped advisory lock.
+# between processes through a transaction-scoped advisory lock (`LockKey.MIGRATION`).
 _MIGRATION_LOCK = threading.Lock()
-_PG_MIGRATION_LOCK_ID = 0x1F0F0E  # any constant shared by every lmforge process
 
 
 def _finite_json(value: Any) -> Any:
@@ -143,7 +143,7 @@ class MetadataStore:
         try:
             with _MIGRATION_LOCK, self.engine.begin() as connection:
                 if connection.dialect.name == "postgresql":
-                    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_MIGRATION_LOCK_ID})
+                    advisory_lock(connection, LockKey.MIGRATION, transaction=True, wait=True)
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
         except CommandError as exc:

@@ -3,5 +3,5 @@ the end-to-end `run_ingest` pipeline (sources -> clean -> dedup -> quality gate 
 and `retry_batch`, which re-runs a quarantined or failed batch's shards.
 
 Plain functions live in the modules; `prefect_tasks` holds the thin Prefect entry points.
-May import: lmforge_core, model, tasks.quality, tasks.dataset. Never flows/.
+May import: lmforge_core, model, tasks.quality, tasks.dedup, tasks.dataset. Never flows/.
 """

@@ -11,13 +11,14 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.ingest.records import Record
+from tasks.dedup import DedupDecision
+from tasks.ingest.records import DocRef, Record
 from tasks.quality.assess import Assessment
-from tasks.quality.dedup import DedupDecision
 from tasks.quality.documents_table import SCORES, DocumentsTable
 from tasks.quality.drift import BatchProfile
 from tasks.quality.pii import PII_TYPES
@@ -92,7 +93,8 @@ class BatchSpool:
         self.profile.add(int(assessment.scores["word_count"]), assessment.bucket_ids, assessment.bucket_counts)
 
     def reject(self, record: Record, reason: str, assessment: Assessment | None = None,
-               decision: DedupDecision | None = None) -> None:
+               decision: DedupDecision | None = None, rule: dict[str, Any] | None = None) -> None:
+        """Quarantine a record with why: `rule` (the failed filter's `Bound.explain`) or `decision` (its twin)."""
         entry: dict[str, Any] = {
             "shard": record.shard,
             "position": record.position,
@@ -107,8 +109,10 @@ class BatchSpool:
             entry["text"] = assessment.text[: self.excerpt_chars]
         else:
             entry["text"] = (record.excerpt if record.excerpt is not None else record.text or "")[: self.excerpt_chars]
-        if decision is not None:
-            entry["duplicate_of"] = decision.duplicate_of
+        if rule is not None:
+            entry["filter"] = rule
+        if decision is not None and decision.duplicate_of is not None:
+            entry["duplicate_of"] = DocRef.decode(decision.duplicate_of).to_dict()
             entry["similarity"] = round(decision.similarity, 4)
         self._rejected.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self.rejected_count += 1
@@ -125,6 +129,25 @@ class BatchSpool:
                 doc = json.loads(line)
                 yield doc["doc_hash"], doc["text"]
 
+    def removals(self) -> Iterator[dict[str, Any]]:
+        """The quarantined records as removal rows (the columns of the metadata store's `DocumentRemoval`)."""
+        with gzip.open(self.rejected_path, "rt", encoding="utf-8") as handle:
+            for line in handle:
+                yield removal_row(json.loads(line))
+
     def accepted_texts(self) -> Any:
         for _, text in self.accepted_documents():
             yield text
+
+
+def removal_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """A quarantine entry (`BatchSpool.reject`) as a removal row of the metadata store."""
+    rule = entry.get("filter") or {}
+    twin = entry.get("duplicate_of") or {}
+    return {
+        "shard": entry["shard"], "position": entry["position"], "doc_id": entry.get("id"),
+        "reason": entry["reason"], "detail": entry.get("detail"),
+        "rule": rule.get("rule"), "score": rule.get("score"), "bound_min": rule.get("min"), "bound_max": rule.get("max"),
+        "twin_batch_id": twin.get("batch_id"), "twin_shard": twin.get("shard"), "twin_position": twin.get("position"),
+        "twin_doc_id": twin.get("id"), "similarity": entry.get("similarity"),
+    }

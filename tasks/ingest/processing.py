@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from lmforge_core.config.data import DataConfig
+from tasks.dedup import DedupDecision, DedupIndex, Verdict
 from tasks.ingest.batch import BatchSpool, ShardTally
 from tasks.ingest.readers import read_shard
-from tasks.ingest.records import Reason, Record, ShardError, filter_reason
+from tasks.ingest.records import DocRef, Reason, Record, ShardError, filter_reason
 from tasks.quality.assess import Assessment, Assessor, assess_texts, init_worker
-from tasks.quality.dedup import DedupDecision, DedupIndex, Verdict
+from tasks.quality.filters import bounds
 
 
 class Assessors:
@@ -32,6 +33,7 @@ class Assessors:
         self.cfg = cfg
         self._local = Assessor(cfg) if cfg.workers <= 1 else None
         self._pool: Pool | None = None  # started on first use: a run with nothing new starts no process
+        self.checks = {bound.name: bound for bound in bounds(cfg.filters)}  # to explain a failed filter
 
     def submit(self, texts: list[str]) -> AsyncResult[list[Assessment]] | list[Assessment]:
         if self._local is not None:
@@ -105,7 +107,7 @@ def assessed(records: Iterable[Record], assessors: Assessors) -> Iterator[list[t
 
 
 def _doc_ref(record: Record, batch_id: int) -> str:
-    return f"batch-{batch_id}:{record.doc_id or f'{record.shard}#{record.position}'}"
+    return DocRef(batch_id, record.shard, record.position, record.doc_id).encode()
 
 
 def _dedup(chunk: list[tuple[Record, Assessment | None]], index: DedupIndex, batch_id: int) -> list[DedupDecision]:
@@ -134,7 +136,8 @@ def process_shard(path: Path, tally: ShardTally, cfg: DataConfig, assessors: Ass
                 if assessment.failed:
                     reason = filter_reason(assessment.failed[0])
                     tally.rejected[reason] += 1
-                    spool.reject(record, reason, assessment)
+                    spool.reject(record, reason, assessment,
+                                 rule=assessors.checks[assessment.failed[0]].explain(assessment.scores))
                     continue
                 dedup_counts["checked"] += 1
                 decision = next(decisions)

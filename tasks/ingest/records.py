@@ -1,7 +1,9 @@
 """What a reader yields: one record (a document or a named rejection) per input line, row or file."""
 
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Reason(StrEnum):
@@ -59,3 +61,33 @@ class ShardError(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class DocRef:
+    """Where an accepted document came from. The dedup index keeps one per entry (its doc id, `encode`d),
+    so a later duplicate can name its twin: batch, shard, position in the shard, the document's own id."""
+
+    batch_id: int | None
+    shard: str | None
+    position: int | None
+    doc_id: str | None
+
+    def encode(self) -> str:
+        return json.dumps([self.batch_id, self.shard, self.position, self.doc_id], ensure_ascii=False,
+                          separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, ref: str) -> "DocRef":
+        """The reverse of `encode`; also reads the ``batch-<id>:<doc id>`` refs of indexes built before it."""
+        if ref.startswith("["):
+            batch_id, shard, position, doc_id = json.loads(ref)
+            return cls(batch_id, shard, position, doc_id)
+        label, sep, rest = ref.partition(":")
+        number = label.removeprefix("batch-")
+        if sep and label.startswith("batch-") and number.isdigit():
+            return cls(int(number), None, None, rest)
+        return cls(None, None, None, ref)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch_id": self.batch_id, "shard": self.shard, "position": self.position, "id": self.doc_id}

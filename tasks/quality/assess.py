@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from lmforge_core.config.data import DataConfig
+from tasks.dedup import MinHasher
 from tasks.quality.cleaning import clean_text, dedup_normal_form
 from tasks.quality.filters import Bound, bounds, failed_filters, score_document
-from tasks.quality.minhash import MinHasher
 from tasks.quality.pii import PII_TYPES, redact_pii
 
 

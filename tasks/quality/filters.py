@@ -7,7 +7,6 @@ person reading the quarantine can see how close a document came to a bound.
 
 import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,34 +129,36 @@ def score_document(text: str, thresholds: FilterThresholds) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class Bound:
-    """One filter: its name, the score it reads and whether that score is within bounds."""
+    """One filter: the score it reads (named like the filter) and the range it must stay in (None: open)."""
 
     name: str
-    check: Callable[[dict[str, float]], bool]
+    low: float | None = None
+    high: float | None = None
+
+    def check(self, scores: dict[str, float]) -> bool:
+        value = scores[self.name]
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def explain(self, scores: dict[str, float]) -> dict[str, float | str | None]:
+        """Why a document failed this filter: the rule, its score and the bound it crossed."""
+        return {"rule": self.name, "score": round(scores[self.name], 6), "min": self.low, "max": self.high}
 
 
 def bounds(t: FilterThresholds) -> list[Bound]:
     """The filters in the order their failures are reported (the first failure names the rejection)."""
     result = [
-        Bound("word_count", lambda s: t.min_words <= s["word_count"] <= t.max_words),
-        Bound(
-            "mean_word_length",
-            lambda s: t.min_mean_word_length <= s["mean_word_length"] <= t.max_mean_word_length,
-        ),
-        Bound("longest_word", lambda s: s["longest_word"] <= t.max_word_length),
-        Bound("symbol_word_ratio", lambda s: s["symbol_word_ratio"] <= t.max_symbol_word_ratio),
-        Bound("non_alnum_fraction", lambda s: s["non_alnum_fraction"] <= t.max_non_alnum_fraction),
-        Bound("bullet_line_fraction", lambda s: s["bullet_line_fraction"] <= t.max_bullet_line_fraction),
-        Bound("ellipsis_line_fraction", lambda s: s["ellipsis_line_fraction"] <= t.max_ellipsis_line_fraction),
-        Bound("dup_line_fraction", lambda s: s["dup_line_fraction"] <= t.max_dup_line_fraction),
-        Bound("dup_line_char_fraction", lambda s: s["dup_line_char_fraction"] <= t.max_dup_line_char_fraction),
+        Bound("word_count", t.min_words, t.max_words),
+        Bound("mean_word_length", t.min_mean_word_length, t.max_mean_word_length),
+        Bound("longest_word", high=t.max_word_length),
+        Bound("symbol_word_ratio", high=t.max_symbol_word_ratio),
+        Bound("non_alnum_fraction", high=t.max_non_alnum_fraction),
+        Bound("bullet_line_fraction", high=t.max_bullet_line_fraction),
+        Bound("ellipsis_line_fraction", high=t.max_ellipsis_line_fraction),
+        Bound("dup_line_fraction", high=t.max_dup_line_fraction),
+        Bound("dup_line_char_fraction", high=t.max_dup_line_char_fraction),
     ]
-    for n, limit in sorted(t.max_top_ngram_fraction.items()):
-        key = f"top_{n}gram_fraction"
-        result.append(Bound(key, lambda s, key=key, limit=limit: s[key] <= limit))
-    for n, limit in sorted(t.max_dup_ngram_fraction.items()):
-        key = f"dup_{n}gram_fraction"
-        result.append(Bound(key, lambda s, key=key, limit=limit: s[key] <= limit))
+    result += [Bound(f"top_{n}gram_fraction", high=limit) for n, limit in sorted(t.max_top_ngram_fraction.items())]
+    result += [Bound(f"dup_{n}gram_fraction", high=limit) for n, limit in sorted(t.max_dup_ngram_fraction.items())]
     return result
 
 

@@ -13,12 +13,12 @@ import pytest
 
 from lmforge_core.artifacts.local import LocalArtifactStore
 from lmforge_core.config.data import DedupConfig
-from tasks.quality import dedup_store
+from tasks.dedup import store as dedup_store
+from tasks.dedup.index import DedupIndex, Verdict
+from tasks.dedup.mapped_array import MappedArray
+from tasks.dedup.minhash import MinHasher, jaccard_estimate, optimal_bands
+from tasks.dedup.store import JOURNAL_PREFIX, SNAPSHOT_KEY, DedupStateError, DedupStore
 from tasks.quality.cleaning import dedup_normal_form
-from tasks.quality.dedup import DedupIndex, Verdict
-from tasks.quality.dedup_store import JOURNAL_PREFIX, SNAPSHOT_KEY, DedupStateError, DedupStore
-from tasks.quality.mapped_array import MappedArray
-from tasks.quality.minhash import MinHasher, jaccard_estimate, optimal_bands
 
 HASHER = MinHasher(128, 5, 1)
 

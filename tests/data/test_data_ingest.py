@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from lmforge_core.metadata import removal_repository as removal_repo
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.models import BatchStatus
+from tasks.dedup import DedupStore
 from tasks.ingest.pipeline import run_ingest
 from tasks.ingest.readers import read_shard
 from tasks.ingest.records import ShardError
 from tasks.ingest.sample import write_sample
-from tasks.quality.dedup_store import DedupStore
 
 
 def docs(make_prose, seeds, words: int = 120) -> list[dict]:
@@ -111,7 +112,22 @@ def test_dedup_spans_batches_and_survives_crashes(tmp_path, data_runtime_factory
     assert second.rejected == {"exact_duplicate": 1, "near_duplicate": 1}
     assert second.records_accepted == 5
     dup = {q["id"]: q for q in quarantined(rt, second.quarantine_keys[0])}
-    assert dup["near"]["duplicate_of"] == "batch-1:d1" and dup["near"]["similarity"] >= 0.8
+    # every removal names its twin (batch, shard, position = line number, id) and the similarity, in the quarantine file,
+    # the metadata store and the result (`lmforge ingest --json`)
+    assert dup["near"]["duplicate_of"] == {"batch_id": 1, "shard": "part.jsonl", "position": 2, "id": "d1"}
+    assert 0.8 <= dup["near"]["similarity"] < 1
+    assert dup["d0"]["duplicate_of"] == {"batch_id": 1, "shard": "part.jsonl", "position": 1, "id": "d0"}
+    assert dup["d0"]["similarity"] == 1.0
+    with rt.metadata.session() as session:
+        stored = {r.doc_id: r for r in removal_repo.list_removals(session, second.batch_id)}
+    assert set(stored) == {"d0", "near"} and second.removals_recorded == 2
+    near_row = stored["near"]
+    assert (near_row.reason, near_row.twin_batch_id, near_row.twin_shard, near_row.twin_position,
+            near_row.twin_doc_id) == ("near_duplicate", 1, "part.jsonl", 2, "d1")
+    assert near_row.similarity == dup["near"]["similarity"]
+    explained = {r["doc_id"]: r["explanation"] for r in second.removals}
+    assert explained["near"] == f"near duplicate: {near_row.similarity:.0%} like document d1 (part.jsonl #2) of batch 1"
+    assert explained["d0"] == "exact duplicate: the same text as document d0 (part.jsonl #1) of batch 1"
 
     # crash in the middle of a batch (the process is interrupted while reading): nothing is committed.
     jsonl_writer(tmp_path / "c" / "part-0.jsonl", docs(make_prose, range(30, 33), words=200))

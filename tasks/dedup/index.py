@@ -18,9 +18,9 @@ from enum import StrEnum
 
 import numpy as np
 
-from tasks.quality.key_table import KeyTable
-from tasks.quality.mapped_array import MappedArray
-from tasks.quality.minhash import band_keys, jaccard_estimate, optimal_bands
+from tasks.dedup.key_table import KeyTable
+from tasks.dedup.mapped_array import MappedArray
+from tasks.dedup.minhash import band_keys, jaccard_estimate, optimal_bands
 
 KEY_BYTES = 16
 _KEY_CHUNK_ROWS = 4096  # rows whose keys `add_many` computes at once (a transient of 8 bytes per signature value)

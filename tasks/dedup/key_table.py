@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tasks.quality.mapped_array import MappedArray
+from tasks.dedup.mapped_array import MappedArray
 
 LOW = np.uint64(0xFFFF_FFFF)
 HIGH = np.uint64(0xFFFF_FFFF_0000_0000)

@@ -33,8 +33,8 @@ import numpy as np
 
 from lmforge_core.artifacts import ArtifactStore
 from lmforge_core.config.data import DedupConfig
-from tasks.quality.dedup import DedupIndex, Entries
-from tasks.quality.npz_stream import open_npy, write_npz
+from tasks.dedup.index import DedupIndex, Entries
+from tasks.dedup.npz_stream import open_npy, write_npz
 
 SNAPSHOT_KEY = "dedup/snapshot.npz"
 JOURNAL_PREFIX = "dedup/journal/"
