@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+TRAINING_OPTIONS = ("dropout", "activation_checkpointing")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -21,9 +23,7 @@ class ModelConfig:
     context: int = 256
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
-    dropout: float = 0.0
     tie_embeddings: bool = False
-    activation_checkpointing: bool = False
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -82,6 +82,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """The config of ``data``; weights saved before training options left the shape still carry
+        ``dropout`` and ``activation_checkpointing``, which are dropped here (see ``TrainConfig``)."""
+        data = {k: v for k, v in data.items() if k not in TRAINING_OPTIONS}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -6,18 +6,24 @@ empirical Fisher of the previous model on earlier data, normalised to mean 1 so 
 same scale in both modes. Under ZeRO stage <= 2 every process holds whole parameters and autograd
 differentiates the penalty. Under ZeRO-3 each process holds a slice of each parameter, so the penalty and its
 gradient ``strength * w * (theta - theta*)`` are computed on the local fp32 slices and added to the local
-gradient slices between backward and the optimizer step (:meth:`Regularizer.apply_to_partitions`).
+gradient slices between backward and the optimizer step (:meth:`Regularizer.apply_to_partitions`), by a hook
+:meth:`TrainModule.attach` puts on the engine's step. :func:`build_regularizer` samples the Fisher's batches
+from the run's data mix and shares the result with every process through one file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lmforge_core.config.train import TrainConfig
+from lmforge_core.fileio import atomic_path
+from model.data import DataMix
 from model.network import Transformer
 
 
@@ -83,9 +89,8 @@ class Regularizer(nn.Module):
         tensors = {f"anchor/{n}": getattr(self, f"anchor_{i}") for i, n in enumerate(self.names)}
         if self.weighted:
             tensors |= {f"weight/{n}": getattr(self, f"weight_{i}") for i, n in enumerate(self.names)}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
 
     @classmethod
     def load(cls, path: Path, strength: float) -> Regularizer:
@@ -116,8 +121,46 @@ def diagonal_fisher(model: Transformer, batches: Iterable[tuple[torch.Tensor, to
     return {n: f / mean for n, f in fisher.items()}
 
 
+def earlier_data_batches(data: DataMix, count: int, micro_batch: int, seed: int
+                         ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` random micro-batches of the replayed (earlier) versions, or of the new data when there
+    are none: the data the previous model was trained on, which the Fisher is estimated on."""
+    old = list(range(1, len(data.sources))) or [0]
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        src = old[int(torch.randint(len(old), (1,), generator=gen))]
+        idx = torch.randint(len(data.sources[src]), (micro_batch,), generator=gen).numpy()
+        w = torch.from_numpy(data.sources[src].get(idx).astype("int64"))
+        batches.append((w[:, :-1], w[:, 1:]))
+    return batches
+
+
+def build_regularizer(cfg: TrainConfig, model: Transformer, data: DataMix, path: Path, has_previous: bool,
+                      rank: int, world: int) -> Regularizer | None:
+    """The run's regulariser, anchored at ``model``'s current (previous) weights. Rank 0 computes it once
+    per run (a resumed run finds ``path``); every process loads it from there."""
+    if cfg.regularization == "none":
+        return None
+    if not has_previous:
+        raise ValueError(f"{cfg.regularization} regularisation needs previous weights; this run starts from scratch")
+    if not path.is_file() and rank == 0:
+        anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+        weights = None
+        if cfg.regularization == "ewc":
+            weights = diagonal_fisher(model, earlier_data_batches(data, cfg.ewc_batches, cfg.micro_batch, cfg.seed))
+        Regularizer(anchor, weights, cfg.reg_strength).save(path)
+    if world > 1:
+        torch.distributed.barrier()
+    return Regularizer.load(path, cfg.reg_strength)
+
+
 class TrainModule(nn.Module):
-    """What DeepSpeed trains: the transformer's loss plus the optional regulariser's penalty."""
+    """What DeepSpeed trains: the transformer's loss plus the optional regulariser's penalty.
+
+    ``last_penalty`` is the penalty of the last forward (ZeRO <= 2) or of the last optimizer step (ZeRO-3,
+    set by the hook :meth:`attach` installs); ``penalty_outside_loss`` is what the loss does not contain.
+    """
 
     def __init__(self, model: Transformer, regularizer: Regularizer | None = None,
                  partitioned: bool = False) -> None:
@@ -126,6 +169,25 @@ class TrainModule(nn.Module):
         self.regularizer = regularizer
         self.partitioned = partitioned  # ZeRO-3: the penalty is applied to the gradient slices instead
         self.last_penalty = 0.0
+
+    @property
+    def penalty_outside_loss(self) -> float:
+        return self.last_penalty if self.partitioned else 0.0
+
+    def attach(self, engine: Any) -> None:
+        """Under ZeRO-3, add the penalty's gradient to the local gradient slices at every step boundary,
+        after the last micro-batch's backward and before the optimizer (so clipping sees it, as autograd's
+        gradient of the penalty is seen under ZeRO <= 2)."""
+        if not self.partitioned or self.regularizer is None:
+            return
+        step = engine.step
+
+        def step_with_penalty(*args: Any, **kwargs: Any) -> Any:
+            if engine.is_gradient_accumulation_boundary():
+                self.last_penalty = self.regularizer.apply_to_partitions(self.model)
+            return step(*args, **kwargs)
+
+        engine.step = step_with_penalty
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = self.model(x, y)

@@ -8,13 +8,60 @@ makes passes and buffers a fused kernel would not:
 - splitting the fused ``w13`` / ``wqkv`` projections makes autograd ``cat`` the gradients of the
   pieces into a new buffer; here each piece's gradient is written straight into its slice of one buffer;
 - rotate-half RoPE through ``flip`` copies every q/k twice per step; here the halves are combined directly.
-Each function is checked against the plain autograd expression in ``tests/model/test_fused_ops.py``.
+The plain autograd expressions they replace are here too (``plain_*``): ``fused_ops="off"`` in the training
+config (:func:`use_fused_ops`) makes the network use them, so ``benchmarks/bench_train.py`` measures the gain
+of the hand-written passes on its own, and ``tests/model/test_fused_ops.py`` checks each pair agrees.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+
+FusedMode = Literal["auto", "off"]
+_mode: FusedMode = "auto"
+
+
+@contextlib.contextmanager
+def use_fused_ops(mode: FusedMode) -> Iterator[None]:
+    """Within the block, ``auto`` uses the hand-written passes where they apply, ``off`` the plain ops."""
+    global _mode
+    if mode not in ("auto", "off"):
+        raise ValueError(f"fused_ops must be 'auto' or 'off', got {mode!r}")
+    previous, _mode = _mode, mode
+    try:
+        yield
+    finally:
+        _mode = previous
+
+
+def plain_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def plain_swiglu(gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def plain_rotary_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int,
+                     kv_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The textbook Llama formulation: full-width tables and ``rotate_half(x) = [-x2, x1]``."""
+    b, t, _ = qkv.shape
+    head_dim = 2 * cos.shape[-1]
+    cos_full, sin_full = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
+    q, k, v = qkv.split([n_heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return (x * cos_full + torch.cat((-x2, x1), dim=-1) * sin_full).transpose(1, 2)
+
+    return (rotate(q.view(b, t, n_heads, head_dim)), rotate(k.view(b, t, kv_heads, head_dim)),
+            v.view(b, t, kv_heads, head_dim).transpose(1, 2))
 
 
 class _RMSNormCPU(torch.autograd.Function):
@@ -41,10 +88,10 @@ class _RMSNormCPU(torch.autograd.Function):
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``F.rms_norm`` over the last dimension, with a one-buffer backward on CPU in fp32/fp64."""
-    if (x.device.type == "cpu" and torch.is_grad_enabled() and x.dtype == weight.dtype
+    if (_mode == "auto" and x.device.type == "cpu" and torch.is_grad_enabled() and x.dtype == weight.dtype
             and x.dtype in (torch.float32, torch.float64)):
         return _RMSNormCPU.apply(x, weight, eps)
-    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return plain_rms_norm(x, weight, eps)
 
 
 class _SwiGLU(torch.autograd.Function):
@@ -69,7 +116,7 @@ class _SwiGLU(torch.autograd.Function):
 
 def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
     """``silu(gate) * up`` of the fused projection's output ``[gate | up]``; its gradient is one buffer."""
-    return _SwiGLU.apply(gate_up)
+    return _SwiGLU.apply(gate_up) if _mode == "auto" else plain_swiglu(gate_up)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor, sign: float) -> None:
@@ -112,4 +159,6 @@ def rotary_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads:
                kv_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Split the fused projection (B, T, (H + 2K) * D) into q (B, H, T, D), k and v (B, K, T, D), with q and k
     rotated by position. ``cos``/``sin`` are half-width (T, 1, D / 2) tables (both halves share frequencies)."""
+    if _mode == "off":
+        return plain_rotary_qkv(qkv, cos, sin, n_heads, kv_heads)
     return _RotaryQKV.apply(qkv, cos, sin, n_heads, kv_heads)

@@ -8,13 +8,13 @@ fused ``wqkv`` / ``w13`` projections (and concatenating them on import). Pickled
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from lmforge_core.fileio import atomic_path, atomic_write
 from model.configs import ModelConfig
 from model.weights import WeightsError, load_state_dict, save_weights
 
@@ -120,11 +120,10 @@ def export_hf(weights_dir: Path, out_dir: Path, special_tokens: dict[str, int] |
     state, config = load_state_dict(weights_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{HF_WEIGHTS}.tmp-{os.getpid()}"
-    save_file(to_hf_state_dict(state, config), str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out_dir / HF_WEIGHTS)
-    (out_dir / "config.json").write_text(json.dumps(hf_config(config, special_tokens), indent=2))
-    (out_dir / "generation_config.json").write_text(json.dumps({"do_sample": False}, indent=2))
+    with atomic_path(out_dir / HF_WEIGHTS) as tmp:
+        save_file(to_hf_state_dict(state, config), str(tmp), metadata={"format": "pt"})
+    atomic_write(out_dir / "config.json", json.dumps(hf_config(config, special_tokens), indent=2))
+    atomic_write(out_dir / "generation_config.json", json.dumps({"do_sample": False}, indent=2))
     return out_dir
 
 

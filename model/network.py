@@ -68,13 +68,13 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, dropout: float = 0.0) -> None:
         super().__init__()
         self.n_heads, self.kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
         self.wqkv = nn.Linear(config.dim, (self.n_heads + 2 * self.kv_heads) * self.head_dim, bias=False)
         self.wo = nn.Linear(config.dim, config.dim, bias=False)
-        self.dropout = config.dropout
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: LayerCache | None = None, start_pos: int = 0) -> torch.Tensor:
@@ -97,23 +97,23 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, dropout: float = 0.0) -> None:
         super().__init__()
         self.w13 = nn.Linear(config.dim, 2 * config.hidden, bias=False)  # gate and up, fused
         self.w2 = nn.Linear(config.hidden, config.dim, bias=False)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.w2(swiglu(self.w13(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, dropout: float = 0.0) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(config.dim, config.norm_eps)
-        self.attn = Attention(config)
+        self.attn = Attention(config, dropout)
         self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
-        self.mlp = SwiGLU(config)
+        self.mlp = SwiGLU(config, dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 cache: LayerCache | None = None, start_pos: int = 0) -> torch.Tensor:
@@ -142,12 +142,16 @@ class OutputHead(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    """``dropout`` and ``activation_checkpointing`` are how it is trained, not its shape: they are not part
+    of :class:`ModelConfig` (nor of the saved weights)."""
+
+    def __init__(self, config: ModelConfig, dropout: float = 0.0, activation_checkpointing: bool = False) -> None:
         super().__init__()
         self.config = config
+        self.activation_checkpointing = activation_checkpointing
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
-        self.dropout = nn.Dropout(config.dropout)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(Block(config, dropout) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = OutputHead(config, self.tok_embeddings if config.tie_embeddings else None)
         cos, sin = rope_tables(config.head_dim, config.context, config.rope_theta)
@@ -177,7 +181,7 @@ class Transformer(nn.Module):
         cos = self.rope_cos[start_pos : start_pos + t].to(self.tok_embeddings.weight.dtype)
         sin = self.rope_sin[start_pos : start_pos + t].to(self.tok_embeddings.weight.dtype)
         x = self.dropout(self.tok_embeddings(idx))
-        use_ckpt = self.config.activation_checkpointing and self.training and torch.is_grad_enabled()
+        use_ckpt = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
             layer_cache = cache.layers[i] if cache is not None else None
             if use_ckpt and cache is None:
@@ -187,7 +191,8 @@ class Transformer(nn.Module):
         return self.output(self.norm(x), targets)
 
 
-def build_model(config: ModelConfig, device: torch.device | str = "cpu") -> Transformer:
+def build_model(config: ModelConfig, device: torch.device | str = "cpu", *, dropout: float = 0.0,
+                activation_checkpointing: bool = False) -> Transformer:
     """Instantiate on ``device`` (``"meta"`` allocates nothing: for counting large configs)."""
     with torch.device(device):
-        return Transformer(config)
+        return Transformer(config, dropout, activation_checkpointing)

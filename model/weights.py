@@ -6,15 +6,14 @@ every tensor file, and loading refuses a file whose hash does not match.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from lmforge_core.fileio import atomic_path, atomic_write, sha256_file
 from model.configs import ModelConfig
 from model.network import Transformer, build_model
 
@@ -31,20 +30,6 @@ class WeightsIntegrityError(WeightsError):
     """A weight file's content does not match the sha256 recorded next to it."""
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_weights(
     state_dict: dict[str, torch.Tensor], config: ModelConfig, directory: Path,
     extra: dict[str, Any] | None = None,
@@ -53,12 +38,11 @@ def save_weights(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    tmp = directory / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
-    save_file(tensors, str(tmp), metadata={"format": FORMAT})
-    digest = sha256_file(tmp)
-    os.replace(tmp, directory / WEIGHTS_FILE)
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        digest = sha256_file(tmp)
     meta = {"format": FORMAT, "model": config.to_dict(), "files": {WEIGHTS_FILE: digest}, **(extra or {})}
-    _atomic_write_bytes(directory / CONFIG_FILE, json.dumps(meta, indent=2, sort_keys=True).encode())
+    atomic_write(directory / CONFIG_FILE, json.dumps(meta, indent=2, sort_keys=True))
     return digest
 
 

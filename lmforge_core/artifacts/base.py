@@ -1,4 +1,4 @@
-"""The artifact-store interface, its errors, key validation and streaming sha256 helpers."""
+"""The artifact-store interface, its errors, key validation and the verifying reader."""
 
 from __future__ import annotations
 
@@ -67,14 +67,6 @@ def validate_prefix(prefix: str) -> str:
     """Like :func:`validate_key` but allows the empty prefix and a trailing slash."""
     stripped = prefix.rstrip("/")
     return "" if not stripped else validate_key(stripped)
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """sha256 hex digest and size of a file, read into one reused buffer (a new 8 MB chunk per read would
-    leave the process holding freed heap that grows with the file size)."""
-    with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256")
-        return digest.hexdigest(), handle.tell()
 
 
 class VerifyingReader:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import BinaryIO
 
 from lmforge_core.artifacts.base import ArtifactInfo, VerifyingReader
+from lmforge_core.fileio import atomic_path
 
 # Copies between a local file and the store go through 1 MiB reads: every read makes a new bytes object, and
 # 8 MiB ones (CHUNK_SIZE) land in the malloc heap, whose freed space the process keeps (it showed as memory
@@ -40,18 +39,10 @@ class StoreOperations:
 
     def get_file(self, key: str, dest: Path) -> ArtifactInfo:
         """Copy the object to ``dest`` (verified; ``dest`` appears only once complete and correct)."""
-        dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, self.open_read(key) as reader:
-                while chunk := reader.read(COPY_CHUNK):
-                    out.write(chunk)
-                reader.read()  # reaching the end triggers the sha256 check even for an empty object
-            os.replace(tmp_name, dest)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_path(Path(dest)) as tmp, tmp.open("wb") as out, self.open_read(key) as reader:
+            while chunk := reader.read(COPY_CHUNK):
+                out.write(chunk)
+            reader.read()  # reaching the end triggers the sha256 check even for an empty object
         return self.info(key)
 
     def put_file(self, key: str, path: Path) -> ArtifactInfo:

@@ -32,11 +32,11 @@ from lmforge_core.artifacts.base import (
     ArtifactNotFound,
     ArtifactStoreUnavailable,
     VerifyingReader,
-    sha256_file,
     validate_key,
     validate_prefix,
 )
 from lmforge_core.artifacts.common import StoreOperations
+from lmforge_core.fileio import sha256_file
 
 META_DIR = ".lmforge-meta"
 TMP_DIR = ".lmforge-tmp"
@@ -115,7 +115,7 @@ class LocalArtifactStore(StoreOperations):
             data_path, meta_path = self._paths(record["key"])
         except (ValueError, KeyError, ArtifactError):
             return  # an unreadable intent was written before any rename: nothing to finish
-        if data_path.is_file() and sha256_file(data_path) == (record["sha256"], record["size"]):
+        if data_path.is_file() and (sha256_file(data_path), data_path.stat().st_size) == (record["sha256"], record["size"]):
             meta_path.parent.mkdir(parents=True, exist_ok=True)
             os.replace(intent, meta_path)
 
@@ -140,7 +140,7 @@ class LocalArtifactStore(StoreOperations):
                 yield handle
                 handle.flush()
                 os.fsync(handle.fileno())
-            sha256, size = sha256_file(data_tmp)
+            sha256, size = sha256_file(data_tmp), data_tmp.stat().st_size
             _write_synced(intent, json.dumps({"key": key, "sha256": sha256, "size": size}))
             with _os_errors_named(key):
                 data_path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,11 +27,11 @@ from lmforge_core.artifacts.base import (
     ArtifactNotFound,
     ArtifactStoreUnavailable,
     VerifyingReader,
-    sha256_file,
     validate_key,
     validate_prefix,
 )
 from lmforge_core.artifacts.common import StoreOperations
+from lmforge_core.fileio import sha256_file
 
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound"}
@@ -106,7 +106,7 @@ class S3ArtifactStore(StoreOperations):
         return self.info(key)
 
     def _upload(self, path: Path, object_key: str, key: str) -> None:
-        sha256, _ = sha256_file(path)
+        sha256 = sha256_file(path)
         try:
             self._client.upload_file(
                 str(path),

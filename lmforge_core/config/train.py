@@ -42,8 +42,10 @@ class TrainConfig(BaseModel):
     rollback_after: int = Field(3, ge=1, description="consecutive spikes that trigger a rollback")
     max_rollbacks: int = Field(3, ge=0)
     metrics_flush_every: int = Field(10, ge=1, description="steps per batch of metrics written to the store")
-    dropout: float = Field(0.0, ge=0, lt=1)
-    activation_checkpointing: bool = False
+    dropout: float = Field(0.0, ge=0, lt=1, description="training option, not part of the model's shape")
+    activation_checkpointing: bool = Field(False, description="recompute each block in backward (less memory)")
+    fused_ops: Literal["auto", "off"] = Field(
+        "auto", description="auto: hand-written CPU backward passes (model/fused_ops.py); off: the plain ops")
     peak_flops: float | None = Field(None, gt=0, description="MFU denominator; None: measured once and cached")
 
     @model_validator(mode="after")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from lmforge_core.fileio import atomic_write
+
 DEFAULT_START = date(2026, 1, 1)
 DOC_ROOT = Path("/usr/share/doc")
 _TEXT_NAMES = re.compile(r"^(readme|news|faq|todo|usage|howto|intro)|\.(txt|md|rst)$", re.IGNORECASE)
@@ -231,8 +233,6 @@ def write_sample(directory: Path, days: int, start: date = DEFAULT_START, docs_p
         records = drop_records(topic, day, start, docs_per_drop, doc_root)
         payload = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in records).encode()
         path = folder / "part-00000.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_bytes(payload)
-        tmp.replace(path)
+        atomic_write(path, payload)
         summary.append({"drop": folder.name, "path": str(path), "documents": len(records), "bytes": len(payload)})
     return summary

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from lmforge_core.artifacts.base import sha256_file
+from lmforge_core.fileio import sha256_file
 from tasks.ingest.records import Reason, ShardError
 
 _CHUNK = 8 * 1024 * 1024
@@ -77,7 +77,7 @@ class LocalSource:
     def fetch(self, shard: ShardRef) -> Iterator[FetchedShard]:
         path = Path(shard.uri)
         try:
-            digest, size = sha256_file(path)
+            digest, size = sha256_file(path), path.stat().st_size
         except OSError as exc:
             raise ShardError(Reason.READ_ERROR, f"{shard.name}: {exc.strerror or exc}") from exc
         yield FetchedShard(path, digest, size)

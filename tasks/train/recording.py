@@ -6,10 +6,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lmforge_core.fileio import sha256_file
 from lmforge_core.metadata import repository as repo
 from lmforge_core.runtime import Runtime
 from model.checkpointing import MANIFEST
-from model.weights import sha256_file
 
 RUN_FILES = ("spec.json", "plan.npy", "plan_sources.json", "regularizer.safetensors")
 STEP_METRICS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "penalty", "step_time")

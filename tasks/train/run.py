@@ -23,6 +23,7 @@ from typing import Any
 
 from lmforge_core.artifacts import ArtifactNotFound
 from lmforge_core.config.train import TrainConfig
+from lmforge_core.fileio import sha256_file
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.models import RunStatus
 from lmforge_core.runtime import Runtime
@@ -34,7 +35,7 @@ from model.launch import spawn
 from model.metrics import peak_flops
 from model.token_shards import load_manifest, safe_key_path
 from model.train_loop import RunSpec, train
-from model.weights import CONFIG_FILE, WEIGHTS_FILE, read_weights_config, sha256_file
+from model.weights import CONFIG_FILE, WEIGHTS_FILE, read_weights_config
 from tasks.train.recording import Recorder, checkpoint_prefix, upload_tree
 
 CANDIDATE = "candidate"

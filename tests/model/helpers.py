@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lmforge_core.config.train import TrainConfig
 from model.configs import ModelConfig
+from model.job import DataMixConfig, JobConfig
 from model.token_shards import SPLITS, ShardWriter, build_manifest, manifest_key
-from model.train_loop import RunSpec
 from model.weights import load_state_dict
 
 VOCAB = 64
@@ -55,11 +56,12 @@ def pattern_windows(n: int, seed: int, offset: int = 3) -> np.ndarray:
     return (starts + offset * np.arange(WINDOW)[None, :]) % VOCAB
 
 
-def make_spec(run_dir: Path, data_root: Path, replay: bool = True, **train) -> RunSpec:
+def make_spec(run_dir: Path, data_root: Path, replay: bool = True, **train) -> JobConfig:
     settings = dict(steps=8, global_batch=4, micro_batch=4, checkpoint_every=4, threads=1, warmup_steps=2,
                     lr=3e-3, seed=11) | train
-    return RunSpec(run_dir=str(run_dir), data_root=str(data_root), dataset_version="ds-000002",
-                   replay_versions=["ds-000001"] if replay else [], model=TINY.to_dict(), train=settings)
+    data = DataMixConfig(root=str(data_root), dataset_version="ds-000002",
+                         replay_versions=["ds-000001"] if replay else [])
+    return JobConfig(run_dir=str(run_dir), model=TINY, train=TrainConfig(**settings), data=data)
 
 
 def final_state(run_dir: Path, step: int) -> dict[str, torch.Tensor]:

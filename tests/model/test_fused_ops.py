@@ -4,9 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.fused_ops import rms_norm, rotary_qkv, swiglu
+from model.configs import ModelConfig
+from model.fused_ops import plain_rms_norm, plain_rotary_qkv, plain_swiglu, rms_norm, rotary_qkv, swiglu, use_fused_ops
 from model.losses import linear_cross_entropy
-from model.network import rope_tables
+from model.network import build_model, rope_tables
 
 
 def _grads(fn, *inputs: torch.Tensor, seed: int = 3) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -31,8 +32,10 @@ def test_rms_norm_matches_autograd(dtype):
     torch.manual_seed(0)
     x, w = torch.randn(3, 5, 32, dtype=dtype) * 3, torch.randn(32, dtype=dtype)
     fused = _grads(lambda a, b: rms_norm(a, b, 1e-5), x, w)
-    plain = _grads(lambda a, b: b * (a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + 1e-5)), x, w)
-    _assert_same(fused, plain, atol=1e-5 if dtype == torch.float32 else 1e-12)
+    formula = _grads(lambda a, b: b * (a * torch.rsqrt(a.pow(2).mean(-1, keepdim=True) + 1e-5)), x, w)
+    atol = 1e-5 if dtype == torch.float32 else 1e-12
+    _assert_same(fused, formula, atol=atol)
+    _assert_same(_grads(lambda a, b: plain_rms_norm(a, b, 1e-5), x, w), formula, atol=atol)
 
 
 def test_rms_norm_gradcheck():
@@ -46,28 +49,10 @@ def test_swiglu_matches_autograd_and_returns_one_gradient_buffer():
     torch.manual_seed(2)
     gate_up = torch.randn(2, 7, 2 * 48)
 
-    def plain(u):
-        gate, up = u.chunk(2, dim=-1)
-        return F.silu(gate) * up
-
-    _assert_same(_grads(swiglu, gate_up), _grads(plain, gate_up), atol=1e-6)
+    _assert_same(_grads(swiglu, gate_up), _grads(plain_swiglu, gate_up), atol=1e-6)
+    gate, up = gate_up.chunk(2, dim=-1)
+    torch.testing.assert_close(plain_swiglu(gate_up), gate * torch.sigmoid(gate) * up)
     assert torch.autograd.gradcheck(swiglu, (torch.randn(3, 8, dtype=torch.float64, requires_grad=True),))
-
-
-def _rotate_half_reference(qkv, cos, sin, n_heads, kv_heads):
-    """The textbook Llama formulation: full-width tables and rotate_half = [-x2, x1]."""
-    b, t, _ = qkv.shape
-    head_dim = 2 * cos.shape[-1]
-    cos_full, sin_full = torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1)
-    q, k, v = qkv.split([n_heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
-    q = q.view(b, t, n_heads, head_dim)
-    k = k.view(b, t, kv_heads, head_dim)
-
-    def rot(x):
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos_full + torch.cat((-x2, x1), dim=-1) * sin_full
-
-    return (rot(q).transpose(1, 2), rot(k).transpose(1, 2), v.view(b, t, kv_heads, head_dim).transpose(1, 2))
 
 
 @pytest.mark.parametrize(("n_heads", "kv_heads"), [(4, 4), (4, 2)])
@@ -77,7 +62,7 @@ def test_rotary_qkv_matches_the_rotate_half_formulation(n_heads, kv_heads):
     cos, sin = rope_tables(head_dim, t, 10000.0)
     qkv = torch.randn(2, t, (n_heads + 2 * kv_heads) * head_dim)
     fused = _grads(lambda x: rotary_qkv(x, cos, sin, n_heads, kv_heads), qkv)
-    plain = _grads(lambda x: _rotate_half_reference(x, cos, sin, n_heads, kv_heads), qkv)
+    plain = _grads(lambda x: plain_rotary_qkv(x, cos, sin, n_heads, kv_heads), qkv)
     _assert_same(fused, plain, atol=1e-5)
 
 
@@ -117,3 +102,26 @@ def test_fused_cross_entropy_of_no_rows_has_zero_gradients():
     loss = linear_cross_entropy(hidden, weight, torch.zeros(0, dtype=torch.long))
     loss.backward()
     assert float(loss.detach()) == 0.0 and torch.equal(weight.grad, torch.zeros_like(weight))
+
+
+def test_fused_ops_off_trains_through_the_plain_ops_to_the_same_gradients():
+    config = ModelConfig(vocab_size=50, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=48, context=16)
+    batch = torch.randint(0, 50, (2, 13), generator=torch.Generator().manual_seed(6))
+    results = {}
+    for mode in ("auto", "off"):
+        torch.manual_seed(0)
+        model = build_model(config)
+        with use_fused_ops(mode):
+            x = model.tok_embeddings(batch[:, :-1])
+            normed = model.layers[0].attn_norm(x)
+            loss = model(batch[:, :-1], batch[:, 1:])
+        results[mode] = (type(normed.grad_fn).__name__, loss.detach(), torch.autograd.grad(loss, model.parameters()))
+    assert "RMSNormCPU" in results["auto"][0] and "RMSNormCPU" not in results["off"][0]
+    torch.testing.assert_close(results["auto"][1], results["off"][1], atol=1e-6, rtol=0)
+    for fused, plain in zip(results["auto"][2], results["off"][2], strict=True):
+        torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-5)
+
+
+def test_unknown_fused_ops_mode_is_refused():
+    with pytest.raises(ValueError, match="'auto' or 'off'"), use_fused_ops("fast"):
+        pass

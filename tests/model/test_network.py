@@ -13,9 +13,10 @@ from model.network import KVCache, build_model
 SMALL = ModelConfig(vocab_size=97, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=96, context=32)
 
 
-def small_model(**overrides):
+def small_model(dropout=0.0, activation_checkpointing=False, **overrides):
     torch.manual_seed(0)
-    return build_model(dataclasses.replace(SMALL, **overrides)).eval()
+    return build_model(dataclasses.replace(SMALL, **overrides), dropout=dropout,
+                       activation_checkpointing=activation_checkpointing).eval()
 
 
 def test_logits_shape_and_loss_is_scalar():

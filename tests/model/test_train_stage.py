@@ -7,12 +7,12 @@ from helpers import pattern_windows, write_dataset
 from typer.testing import CliRunner
 
 from lmforge_core.artifacts import ArtifactIntegrityError
+from lmforge_core.fileio import sha256_file
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.models import RunStatus
 from lmforge_core.runtime import open_runtime
 from lmforge_core.settings import load_settings
 from model.hf_interop import export_hf
-from model.weights import sha256_file
 from tasks.train.run import resume_training, run_training
 
 TRAIN = {"network": "tiny", "steps": 4, "global_batch": 4, "micro_batch": 4, "checkpoint_every": 2,

@@ -1,5 +1,6 @@
 """The DeepSpeed training loop in one process: ZeRO stages, schedule, spikes, checkpoints, regularisers."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -63,7 +64,8 @@ def test_tampered_checkpoint_file_fails_with_its_name(tmp_path, data_root):
     data = bytearray(optim.read_bytes())
     data[len(data) // 2] ^= 0x01
     optim.write_bytes(bytes(data))
-    spec.resume_tag, spec.train = "step-000004", spec.train | {"steps": 6}
+    spec = spec.with_train(steps=6)
+    spec.resume_tag = "step-000004"
     with pytest.raises(ckpt.CheckpointIntegrityError, match=optim.name):
         train(spec)
 
@@ -165,7 +167,7 @@ def test_tied_grouped_query_model_trains_the_same_under_zero3(tmp_path, data_roo
     finals = {}
     for stage in (0, 3):
         spec = make_spec(tmp_path / f"z{stage}", data_root, zero_stage=stage, steps=4)
-        spec.model = TINY.to_dict() | {"tie_embeddings": True, "n_kv_heads": 2}
+        spec.model = dataclasses.replace(TINY, tie_embeddings=True, n_kv_heads=2)
         train(spec)
         finals[stage] = final_state(tmp_path / f"z{stage}", 4)
     assert "output.weight" not in finals[0]
