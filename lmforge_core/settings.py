@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from lmforge_core.config.data import DataConfig
 from lmforge_core.config.orchestration import OrchestrationConfig
+from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.config.train import TrainConfig
 from lmforge_core.redact import mask_url
 
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
     @field_validator("model_name")
     @classmethod

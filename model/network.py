@@ -67,6 +67,18 @@ class KVCache:
         ]
 
 
+def attention_mask(key_mask: torch.Tensor, t: int, s: int, start_pos: int) -> torch.Tensor:
+    """Boolean (B, 1, t, s) mask: causal, restricted to valid keys (``key_mask`` (B, >= s), False = padding).
+
+    A query always sees its own position, so a padding query never has an all-masked row (which would
+    make softmax NaN and leak NaN into the cache); padding outputs are garbage that no real query reads.
+    """
+    q_pos = torch.arange(t, device=key_mask.device)[:, None] + start_pos
+    k_pos = torch.arange(s, device=key_mask.device)[None, :]
+    allowed = (q_pos >= k_pos) & key_mask[:, None, None, :s]
+    return allowed | (q_pos == k_pos)
+
+
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, dropout: float = 0.0) -> None:
         super().__init__()
@@ -77,13 +89,16 @@ class Attention(nn.Module):
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: LayerCache | None = None, start_pos: int = 0) -> torch.Tensor:
+                cache: LayerCache | None = None, start_pos: int = 0,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
         b, t, _ = x.shape
         q, k, v = rotary_qkv(self.wqkv(x), cos, sin, self.n_heads, self.kv_heads)
         if cache is not None:
             k, v = cache.update(k, v, start_pos)
         mask, causal = None, True
-        if k.shape[2] != t:  # decoding after a prefix: queries see the whole prefix
+        if key_mask is not None:
+            causal, mask = False, attention_mask(key_mask, t, k.shape[2], start_pos)
+        elif k.shape[2] != t:  # decoding after a prefix: queries see the whole prefix
             causal = False
             if t > 1:
                 q_pos = torch.arange(t, device=x.device)[:, None] + start_pos
@@ -116,8 +131,9 @@ class Block(nn.Module):
         self.mlp = SwiGLU(config, dropout)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: LayerCache | None = None, start_pos: int = 0) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start_pos)
+                cache: LayerCache | None = None, start_pos: int = 0,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start_pos, key_mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -173,8 +189,14 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                cache: KVCache | None = None, start_pos: int = 0) -> torch.Tensor:
-        """Logits (B, T, V), or the mean loss when ``targets`` is given."""
+                cache: KVCache | None = None, start_pos: int = 0,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V), or the mean loss when ``targets`` is given.
+
+        ``key_mask`` (B, S) marks the valid (non-padding) positions of the whole sequence so far, cache
+        included; with left padding it makes a batch of prompts of different lengths exact (RoPE scores
+        depend only on relative positions, so a shifted start changes nothing but rounding).
+        """
         t = idx.shape[1]
         if start_pos + t > self.config.context:
             raise ValueError(f"sequence end {start_pos + t} exceeds the context length {self.config.context}")
@@ -187,7 +209,7 @@ class Transformer(nn.Module):
             if use_ckpt and cache is None:
                 x = checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, layer_cache, start_pos)
+                x = layer(x, cos, sin, layer_cache, start_pos, key_mask)
         return self.output(self.norm(x), targets)
 
 
