@@ -48,6 +48,13 @@ class LoadedModel:
     def bos_id(self) -> int | None:
         return self.tokenizer.bos_id if self.tokenizer else None
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """Token ids of a prompt as training saw a document start: after an EOS separator (packing joins
+        documents with EOS and adds no BOS)."""
+        if self.tokenizer is None:
+            raise ValueError(f"model {self.model_version} was trained without a tokenizer; give token ids")
+        return [self.tokenizer.eos_id, *self.tokenizer.encode(text)]
+
 
 def split_ref(name: str, ref: str) -> tuple[str, str]:
     """``tiny:v3`` -> (``tiny``, ``v3``); a bare ``3`` or ``production`` keeps ``name``."""

@@ -118,3 +118,17 @@ def runtime(workspace_settings: Settings) -> Iterator[Runtime]:
     rt = open_runtime(workspace_settings)
     yield rt
     rt.metadata.dispose()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``gpu``-marked tests skip cleanly (with the reason) where no CUDA GPU is visible."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; none is visible on this machine")
+    for item in gpu_items:
+        item.add_marker(skip)

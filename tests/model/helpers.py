@@ -21,9 +21,10 @@ TINY = ModelConfig(vocab_size=VOCAB, dim=64, n_layers=2, n_heads=4, ffn_hidden=1
 
 
 def write_dataset(root: Path, version: str, windows: np.ndarray, shards: int = 2,
-                  dtype: str = "uint16", pad_id: int | None = None) -> dict:
+                  dtype: str = "uint16", pad_id: int | None = None, tokenizer: dict | None = None) -> dict:
     """Write ``windows`` (n, WINDOW) as a dataset version under ``root`` (artifact-key layout), through the
-    format's one writer. The synthetic tokenizer declares no PAD token unless ``pad_id`` is given.
+    format's one writer. The synthetic tokenizer declares no PAD token unless ``pad_id`` is given;
+    ``tokenizer`` (a manifest entry of a real tokenizer) replaces it.
     """
 
     def put(key: str, path: Path) -> str:
@@ -42,8 +43,8 @@ def write_dataset(root: Path, version: str, windows: np.ndarray, shards: int = 2
             writers["train"].add(row)
         for writer in writers.values():
             writer.close()
-    tokenizer = {"version": "tok-000001", "key": "tokenizers/tok-000001/tokenizer.json", "sha256": "0",
-                 "vocab_size": VOCAB, "bos_id": 1, "eos_id": 2, "pad_id": pad_id}
+    tokenizer = tokenizer or {"version": "tok-000001", "key": "tokenizers/tok-000001/tokenizer.json",
+                              "sha256": "0", "vocab_size": VOCAB, "bos_id": 1, "eos_id": 2, "pad_id": pad_id}
     manifest = build_manifest(version, width, np_dtype, tokenizer, writers, [])
     (root / manifest_key(version)).write_text(json.dumps(manifest))
     return manifest

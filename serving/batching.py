@@ -1,0 +1,298 @@
+"""Continuous (in-flight) batching over the exported network's KV cache.
+
+Requests that arrive while others decode join the running batch at the next step and leave it when they
+finish; each sequence slot owns its own KV cache (one (1, kv_heads, length, head_dim) array per layer and
+kind). A decode step left-pads the slots' caches to the longest, marks the padding in ``attention_mask``
+and gives every row its own position, so rows of different lengths share one forward of the graph
+(the padded-batch case the export's parity check covers). Newly admitted prompts are prefilled together
+the same way. A cancelled or failed stream leaves the batch at the next step and frees its slot.
+
+The scheduler runs in its own thread: Triton's decoupled python model hands requests over and returns at
+once (a synchronous ``execute`` would hold every other request until its stream ended). The network is a
+``StepFn``, so the same scheduler drives onnxruntime in-process or the ``lm`` model through BLS.
+Sampling is the decoding library's (``model.decoding``): one set of logits processors for every path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.decoding import SamplingParams, make_generator, sample_next
+
+log = logging.getLogger(__name__)
+
+# (input_ids, position_ids, attention_mask, past) -> (logits, present); arrays as the ONNX graph takes them
+StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
+
+
+# request parameter -> (SamplingParams field, accepted Python types)
+SAMPLING_PARAMETERS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "max_tokens": ("max_new_tokens", (int,)),
+    "temperature": ("temperature", (int, float)),
+    "top_k": ("top_k", (int,)),
+    "top_p": ("top_p", (int, float)),
+    "min_p": ("min_p", (int, float)),
+    "repetition_penalty": ("repetition_penalty", (int, float)),
+    "seed": ("seed", (int,)),
+}
+DEFAULT_MAX_TOKENS = 64
+
+
+
+class RequestError(ValueError):
+    """A generation request the server refuses; the message names the field and the limit."""
+
+
+@dataclass(frozen=True)
+class GraphShape:
+    n_layers: int
+    kv_heads: int
+    head_dim: int
+    context: int
+    vocab_size: int
+
+    @classmethod
+    def from_model_config(cls, cfg: dict[str, Any]) -> GraphShape:
+        return cls(cfg["n_layers"], cfg.get("n_kv_heads") or cfg["n_heads"], cfg["dim"] // cfg["n_heads"],
+                   cfg["context"], cfg["vocab_size"])
+
+
+@dataclass
+class GenerationRequest:
+    prompt: list[int]
+    params: SamplingParams
+    on_token: Callable[[int], None]
+    on_finish: Callable[[str, str | None], None]  # (reason: stop | length | cancelled | error, error message)
+    is_cancelled: Callable[[], bool] = lambda: False
+    submitted_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Slot:
+    request: GenerationRequest
+    cache: list[np.ndarray]
+    seen: list[int]
+    out: int = 0
+    pending: int = -1  # the sampled token not yet fed through the network
+    generator: torch.Generator | None = None
+
+    @property
+    def length(self) -> int:
+        return self.cache[0].shape[2]
+
+
+@dataclass
+class BatcherStats:
+    steps: int = 0
+    max_batch: int = 0
+    finished: int = 0
+    cancelled: int = 0
+    joined_running_batch: int = 0  # admissions while other sequences were mid-stream
+
+
+class ContinuousBatcher:
+    """Slots, a request queue and one scheduler thread; :meth:`submit` validates and enqueues."""
+
+    def __init__(self, step: StepFn, shape: GraphShape, *, max_slots: int, eos_id: int | None,
+                 max_tokens_limit: int, dtype: np.dtype = np.dtype(np.float32)) -> None:
+        if max_slots < 1:
+            raise ValueError("max_slots must be >= 1")
+        self.step, self.shape, self.max_slots = step, shape, max_slots
+        self.eos_id, self.max_tokens_limit, self.dtype = eos_id, max_tokens_limit, dtype
+        self.stats = BatcherStats()
+        self._queue: queue.Queue[GenerationRequest] = queue.Queue()
+        self._active: list[_Slot] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lmforge-batcher", daemon=True)
+
+    def start(self) -> ContinuousBatcher:
+        self._thread.start()
+        return self
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def validate(self, prompt: list[int], params: SamplingParams) -> None:
+        if not prompt:
+            raise RequestError("the prompt is empty: send at least one token")
+        if len(prompt) >= self.shape.context:
+            raise RequestError(f"the prompt has {len(prompt)} tokens; the model's context is {self.shape.context}, "
+                               f"so at most {self.shape.context - 1} fit")
+        bad = [t for t in prompt if not 0 <= t < self.shape.vocab_size]
+        if bad:
+            raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.shape.vocab_size - 1})")
+        if params.max_new_tokens > self.max_tokens_limit:
+            raise RequestError(f"max_tokens {params.max_new_tokens} exceeds this server's limit {self.max_tokens_limit}")
+        if params.num_beams != 1:
+            raise RequestError("num_beams > 1 (beam search) is not served by the streaming generate model")
+        try:
+            params.validate()
+        except ValueError as exc:
+            raise RequestError(str(exc)) from exc
+
+    def submit(self, request: GenerationRequest) -> None:
+        self.validate(request.prompt, request.params)
+        if self._stop.is_set():
+            raise RequestError("the generate model is shutting down")
+        self._queue.put(request)
+
+    # --- the scheduler thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._admit()
+                if self._active:
+                    self._decode()
+            except Exception as exc:  # a failed forward ends the affected streams with its reason, never the thread
+                log.exception("generate step failed")
+                for slot in self._active:
+                    self._finish(slot, "error", f"generation failed: {exc}")
+                self._active = []
+        for slot in self._active:
+            self._finish(slot, "cancelled", "the server is shutting down")
+
+    def _admit(self) -> None:
+        new: list[GenerationRequest] = []
+        if not self._active:
+            try:
+                new.append(self._queue.get(timeout=0.05))
+            except queue.Empty:
+                return
+        while len(self._active) + len(new) < self.max_slots:
+            try:
+                new.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        live = [r for r in new if not self._cancelled_before_start(r)]
+        if live:
+            if self._active:
+                self.stats.joined_running_batch += len(live)
+            self._prefill(live)
+
+    def _cancelled_before_start(self, request: GenerationRequest) -> bool:
+        if request.is_cancelled():
+            self.stats.cancelled += 1
+            request.on_finish("cancelled", None)
+            return True
+        return False
+
+    def _empty_past(self, batch: int, length: int) -> list[np.ndarray]:
+        s = self.shape
+        return [np.zeros((batch, s.kv_heads, length, s.head_dim), dtype=self.dtype) for _ in range(2 * s.n_layers)]
+
+    def _prefill(self, requests: list[GenerationRequest]) -> None:
+        t = max(len(r.prompt) for r in requests)
+        b = len(requests)
+        ids, positions, mask = (np.zeros((b, t), dtype=np.int64) for _ in range(3))
+        for row, r in enumerate(requests):
+            n = len(r.prompt)
+            ids[row, t - n:], positions[row, t - n:], mask[row, t - n:] = r.prompt, np.arange(n), 1
+        logits, present = self.step(ids, positions, mask, self._empty_past(b, 0))
+        for row, r in enumerate(requests):
+            pad = t - len(r.prompt)
+            slot = _Slot(r, [p[row : row + 1, :, pad:] for p in present], list(r.prompt),
+                         generator=make_generator(r.params, torch.device("cpu")))
+            self._active.append(slot)
+            self._accept(slot, logits[row, -1])
+        self._active = [s for s in self._active if s.pending >= 0]
+
+    def _decode(self) -> None:
+        live = [s for s in self._active if not self._drop_if_done(s)]
+        self._active = live
+        if not live:
+            return
+        p = max(s.length for s in live)
+        b = len(live)
+        past = self._empty_past(b, p)
+        mask = np.zeros((b, p + 1), dtype=np.int64)
+        for row, s in enumerate(live):
+            for layer, cache in enumerate(s.cache):
+                past[layer][row, :, p - s.length:] = cache[0]
+            mask[row, p - s.length:] = 1
+        ids = np.array([[s.pending] for s in live], dtype=np.int64)
+        positions = np.array([[s.length] for s in live], dtype=np.int64)
+        logits, present = self.step(ids, positions, mask, past)
+        self.stats.steps += 1
+        self.stats.max_batch = max(self.stats.max_batch, b)
+        for row, s in enumerate(live):
+            s.cache = [x[row : row + 1, :, p - s.length:] for x in present]
+            self._accept(s, logits[row, -1])
+        self._active = [s for s in self._active if s.pending >= 0]
+
+    def _drop_if_done(self, slot: _Slot) -> bool:
+        if slot.request.is_cancelled():
+            self.stats.cancelled += 1
+            self._finish(slot, "cancelled", None)
+            return True
+        if slot.length >= self.shape.context:  # no room to feed the pending token
+            self._finish(slot, "length", None)
+            return True
+        return False
+
+    def _accept(self, slot: _Slot, logits: np.ndarray) -> None:
+        """Sample the next token of ``slot`` from its last logits, stream it, or finish the slot."""
+        params = slot.request.params
+        row = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))[None]
+        token = int(sample_next(row, torch.tensor([slot.seen]), params, slot.generator)[0])
+        if token == self.eos_id or token in params.stop_token_ids:
+            self._finish(slot, "stop", None)
+            return
+        try:
+            slot.request.on_token(token)
+        except Exception as exc:  # the client went away: its slot is freed like a cancellation
+            self.stats.cancelled += 1
+            self._finish(slot, "cancelled", f"sending failed: {exc}")
+            return
+        slot.out += 1
+        slot.seen.append(token)
+        if slot.out >= params.max_new_tokens:
+            self._finish(slot, "length", None)
+            return
+        slot.pending = token
+
+    def _finish(self, slot: _Slot, reason: str, error: str | None) -> None:
+        slot.pending = -1
+        self.stats.finished += 1
+        try:
+            slot.request.on_finish(reason, error)
+        except Exception:  # the stream is gone; nothing left to tell it
+            log.debug("finishing a stream failed", exc_info=True)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+
+def sampling_params(raw: str | dict[str, Any], max_tokens_limit: int) -> SamplingParams:
+    """Request parameters (Triton's JSON) -> SamplingParams; RequestError names an unknown or mistyped one."""
+    given = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    values: dict[str, Any] = {"max_new_tokens": min(DEFAULT_MAX_TOKENS, max_tokens_limit)}
+    for key, value in given.items():
+        if key not in SAMPLING_PARAMETERS:
+            raise RequestError(f"unknown request parameter {key!r}; accepted: {', '.join(SAMPLING_PARAMETERS)}")
+        field, types = SAMPLING_PARAMETERS[key]
+        if float in types and isinstance(value, str):  # BLS parameters carry no floats: sent as text
+            try:
+                value = float(value)
+            except ValueError:
+                raise RequestError(f"request parameter {key!r} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise RequestError(f"request parameter {key!r} must be {' or '.join(t.__name__ for t in types)}, "
+                             f"got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RequestError(f"request parameter {key!r} must be finite, got {value!r}")
+        values[field] = float(value) if float in types else value
+    return SamplingParams(**values)

@@ -1,0 +1,45 @@
+"""What the python-backend models share: their place in the repository, config parameters and the
+tokenizer of their version (torch-free: the tokenizer model's stub starts without it)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmforge_core.config.data import TokenizerConfig
+from model.tokenizer import TokenizerRef, make_ref
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_META = "tokenizer_meta.json"
+
+@dataclass
+class ModelArgs:
+    """The ``args`` Triton passes to ``initialize``, read once."""
+
+    name: str
+    version: int
+    repository: Path  # the model repository (parent of the model's folder)
+    parameters: dict[str, str]
+
+    @classmethod
+    def parse(cls, args: dict[str, Any]) -> ModelArgs:
+        config = json.loads(args["model_config"])
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        return cls(args["model_name"], int(args["model_version"]), Path(args["model_repository"]).parent, params)
+
+    def version_dir(self, model: str) -> Path:
+        """The same version of another model of this repository (all four are published together)."""
+        return self.repository / model / str(self.version)
+
+    def int_param(self, key: str, default: int) -> int:
+        return int(self.parameters.get(key) or default)
+
+
+def load_version_tokenizer(directory: Path) -> TokenizerRef:
+    from tokenizers import Tokenizer
+
+    meta = json.loads((directory / TOKENIZER_META).read_text())
+    cfg = TokenizerConfig(vocab_size=meta["vocab_size"], bos=meta["bos"], eos=meta["eos"], pad=meta["pad"])
+    return make_ref(Tokenizer.from_file(str(directory / TOKENIZER_FILE)), meta["version"], cfg)

@@ -1,0 +1,85 @@
+"""The ``generate`` model: decoupled token streaming with continuous batching (:mod:`serving.batching`).
+
+``execute`` validates each request, hands it to the scheduler thread and returns at once; the thread
+streams one response per new token through the request's response sender and ends each stream with a
+final flag (or an error response). The decode step runs onnxruntime in-process on the same
+``lm/<version>/model.onnx`` (default) or calls the ``lm`` model through BLS (``decode_backend: bls``);
+benchmarks/bench_serving.py measures both.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from serving.batching import ContinuousBatcher, GenerationRequest, GraphShape, RequestError, StepFn, sampling_params
+from serving.onnx_files import ONNX_FILE, input_names, ort_session, ort_step, output_names, read_manifest
+from serving.triton_models.common import TOKENIZER_META, ModelArgs
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+def _bls_step(version: int, n_layers: int) -> StepFn:
+    names_in, names_out = input_names(n_layers), output_names(n_layers)
+
+    def step(ids: np.ndarray, positions: np.ndarray, mask: np.ndarray,
+             past: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        tensors = [pb_utils.Tensor(n, np.ascontiguousarray(v)) for n, v in zip(names_in, [ids, positions, mask, *past], strict=True)]
+        response = pb_utils.InferenceRequest(model_name="lm", model_version=version, inputs=tensors,
+                                             requested_output_names=names_out).exec()
+        if response.has_error():
+            raise RuntimeError(f"lm model: {response.error().message()}")
+        out = [pb_utils.get_output_tensor_by_name(response, n).as_numpy() for n in names_out]
+        return out[0], out[1:]
+
+    return step
+
+
+class GenerateModel:
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = a = ModelArgs.parse(args)
+        lm_dir = a.version_dir("lm")
+        model_cfg = read_manifest(lm_dir)["model"]
+        shape = GraphShape.from_model_config(model_cfg)
+        if a.parameters.get("decode_backend", "inprocess") == "bls":
+            step = _bls_step(a.version, shape.n_layers)
+        else:
+            session = ort_session(lm_dir / ONNX_FILE, threads=a.int_param("threads", 1))
+            step = lambda *xs: ort_step(session, *xs)  # noqa: E731
+        eos = json.loads((a.version_dir("tokenizer") / TOKENIZER_META).read_text())["eos_id"]
+        self.limit = a.int_param("max_tokens_limit", 256)
+        self.batcher = ContinuousBatcher(step, shape, max_slots=a.int_param("max_slots", 8), eos_id=eos,
+                                         max_tokens_limit=self.limit).start()
+
+    def _submit(self, request: Any) -> None:
+        sender = request.get_response_sender()
+        try:
+            tensor = pb_utils.get_input_tensor_by_name(request, "input_ids")
+            prompt = tensor.as_numpy().reshape(-1).tolist()
+            params = sampling_params(request.parameters(), self.limit)
+            self.batcher.submit(GenerationRequest(
+                prompt, params,
+                on_token=lambda t: sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("token_id", np.array([t], dtype=np.int64))])),
+                on_finish=lambda reason, error: self._finish(sender, reason, error),
+                is_cancelled=sender.is_cancelled,
+            ))
+        except (RequestError, ValueError, TypeError) as exc:
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generate: {exc}")), flags=FINAL)
+
+    @staticmethod
+    def _finish(sender: Any, reason: str, error: str | None) -> None:
+        if error is not None and reason == "error":
+            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generate: {error}")), flags=FINAL)
+        else:
+            sender.send(flags=FINAL)
+
+    def execute(self, requests: list[Any]) -> None:
+        for request in requests:
+            self._submit(request)
+        return None
+
+    def finalize(self) -> None:
+        self.batcher.close()

@@ -1,0 +1,50 @@
+"""A tiny trained-tokenizer + random-weights model shared by the serving tests (exported once per session)."""
+
+from __future__ import annotations
+
+import pydoc
+import textwrap
+
+import torch
+
+from lmforge_core.config.data import TokenizerConfig
+from model.configs import ModelConfig
+from model.network import Transformer, build_model
+from model.tokenizer import TokenizerRef, make_ref, train_bpe
+
+TOKENIZER_CONFIG = TokenizerConfig(vocab_size=320, min_frequency=2)
+
+
+def corpus() -> list[str]:
+    """Real English text already on the machine: the documentation of a few standard-library modules."""
+    import collections
+    import json
+    import textwrap as tw
+
+    text = "\n".join(pydoc.render_doc(mod, renderer=pydoc.plaintext) for mod in (json, tw, collections))
+    return [p for p in textwrap.dedent(text).split("\n\n") if p.strip()]
+
+
+def tiny_tokenizer() -> TokenizerRef:
+    return make_ref(train_bpe(corpus(), TOKENIZER_CONFIG), "tok-test", TOKENIZER_CONFIG)
+
+
+def tiny_model(vocab_size: int, seed: int = 0, context: int = 64) -> Transformer:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=vocab_size, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=128,
+                      context=context, init_std=0.08)
+    return build_model(cfg).eval()
+
+
+def greedy_reference(model: Transformer, prompt: list[int], max_tokens: int, eos_id: int | None) -> list[int]:
+    """Greedy tokens of the training network itself (full recompute each step: no cache involved)."""
+    ids = list(prompt)
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_tokens):
+            nxt = int(model(torch.tensor([ids]))[0, -1].argmax())
+            out.append(nxt)
+            if nxt == eos_id:
+                break
+            ids.append(nxt)
+    return out
