@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from lmforge_core.artifacts import ArtifactStore
 
@@ -45,19 +45,20 @@ def data_quality_artifact(store: ArtifactStore, ingest: dict[str, Any]) -> str:
                                         description="Ingest and quality-gate summary of this run"))
 
 
-def evaluation_artifact(report: dict[str, Any]) -> str:
-    """Table of the evaluation's metrics (one row per metric and slice)."""
-    rows = [{k: v for k, v in row.items() if k in ("dataset", "metric", "slice", "value", "baseline", "delta")}
-            for row in report.get("metrics", [])]
-    return str(create_table_artifact(table=rows, key="evaluation-report",
-                                     description=f"Evaluation of {report.get('model_version')}"))
+def evaluation_artifact(store: ArtifactStore, evaluation: dict[str, Any]) -> str:
+    """The evaluation stage's own markdown report (perplexity by dataset and forgetting, bias, generation)."""
+    markdown = store.get_bytes(evaluation["report_markdown_key"]).decode()
+    markdown += f"\n\n[report.json]({artifact_url(store, evaluation['report_key'])})\n"
+    return str(create_markdown_artifact(markdown=markdown, key="evaluation-report",
+                                        description=f"Evaluation of {evaluation['model_version']}"))
 
 
-def gate_artifact(model_version: str, verdict: str, checks: list[dict[str, Any]], explanation: str = "") -> str:
+def gate_artifact(evaluation: dict[str, Any]) -> str:
     """The promotion gate's decision and each check behind it."""
-    rows = [[c.get("name"), c.get("passed"), c.get("value"), c.get("threshold", c.get("bound", "")),
-             c.get("detail", c.get("reason", ""))] for c in checks]
-    markdown = "\n".join([f"# Gate decision for {model_version}: **{verdict}**", "", explanation, "",
-                          _md_table(["check", "passed", "value", "bound", "detail"], rows)])
+    rows = [[c.get("name"), c.get("value"), c.get("bound"), c.get("verdict"), c.get("detail", "")]
+            for c in evaluation["checks"]]
+    markdown = "\n".join([f"# Gate decision for {evaluation['model_version']}: **{evaluation['verdict']}**", "",
+                          evaluation["explanation"], "",
+                          _md_table(["check", "value", "bound", "verdict", "detail"], rows)])
     return str(create_markdown_artifact(markdown=markdown, key="gate-decision",
-                                        description=f"Promotion gate of {model_version}"))
+                                        description=f"Promotion gate of {evaluation['model_version']}"))

@@ -9,7 +9,7 @@ from typing import Any
 from prefect import get_run_logger
 from prefect.cache_policies import CacheKeyFnPolicy
 
-from flows.artifacts import data_quality_artifact
+from flows.artifacts import data_quality_artifact, evaluation_artifact, gate_artifact
 from flows.support import ensure_training_limit, stage_installed
 from lmforge_core.runtime import Runtime
 from tasks.ingest.prefect_tasks import ingest_task
@@ -70,7 +70,15 @@ def missing_stages() -> dict[str, str]:
 
 
 def evaluate_step(rt: Runtime, model_version: str) -> dict[str, Any]:
-    raise NotImplementedError("wired when the evaluation stage lands")
+    """Evaluate and gate the candidate (decision recorded by the stage); publish the report and the gate."""
+    from tasks.evaluate.prefect_tasks import evaluate_task
+
+    cfg = rt.settings.orchestration
+    ref = model_version.rpartition(":")[2]  # "lmforge:v3" -> "v3", what the stage resolves
+    evaluation = evaluate_task.with_options(**retry_options(cfg, cfg.timeouts.evaluate_s))(rt, ref)
+    evaluation_artifact(rt.artifacts, evaluation)
+    gate_artifact(evaluation)
+    return evaluation
 
 
 def publish_step(rt: Runtime, model_version: str) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from pydantic_settings import (
 )
 
 from lmforge_core.config.data import DataConfig
-from lmforge_core.config.orchestration import OrchestrationConfig
 from lmforge_core.config.evaluate import EvaluateConfig
+from lmforge_core.config.orchestration import OrchestrationConfig
 from lmforge_core.config.train import TrainConfig
 from lmforge_core.redact import mask_url
 

@@ -19,8 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model.registry import LoadedModel, load_model_version
-
 from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.metadata import evaluation_repository as evals
 from lmforge_core.metadata import repository as repo
@@ -28,6 +26,7 @@ from lmforge_core.metadata.evaluation_repository import EvaluationRow
 from lmforge_core.metadata.models import ModelVersion
 from lmforge_core.runtime import Runtime
 from model.eval_metrics import Interval, WordListScorer
+from model.registry import LoadedModel, load_model_version
 from model.train_loop import EventLog
 from tasks.evaluate import fairness
 from tasks.evaluate.gate import Figures, judge, record_gate
