@@ -10,8 +10,9 @@ from lmforge_core.fileio import sha256_file
 from lmforge_core.metadata import repository as repo
 from lmforge_core.runtime import Runtime
 from model.checkpointing import MANIFEST
+from model.job import JOB_FILE
 
-RUN_FILES = ("spec.json", "plan.npy", "plan_sources.json", "regularizer.safetensors")
+RUN_FILES = (JOB_FILE, "plan.npy", "plan_sources.json", "regularizer.safetensors")
 STEP_METRICS = ("loss", "lr", "grad_norm", "tokens_per_s", "mfu", "penalty", "step_time")
 
 
@@ -67,7 +68,7 @@ class Recorder:
             self.progress(event)
 
     def _store_run_files(self) -> None:
-        """What rebuilding the run needs besides a checkpoint: its spec, data plan and regulariser."""
+        """What rebuilding the run needs besides a checkpoint: its job configuration, data plan and regulariser."""
         for name in RUN_FILES:
             if (self.run_dir / name).is_file():
                 self.runtime.artifacts.put_file(f"runs/{self.run_id}/{name}", self.run_dir / name)

@@ -67,7 +67,7 @@ def test_training_records_run_metrics_checkpoints_and_a_candidate(rt):
     with rt.metadata.session() as session:
         run = repo.get_run(session, result.run_id)
         assert run.status == RunStatus.SUCCEEDED and run.config["source"].startswith("scratch")
-        assert run.config["spec"]["replay_versions"] == ["ds-000001"]
+        assert run.config["job"]["data"]["replay_versions"] == ["ds-000001"]
         assert run.dataset_version.version == "ds-000002"
         assert 0.2 < run.summary["replay_fraction"] < 0.3
         losses = repo.step_metrics(session, run.id, "loss")
@@ -97,7 +97,7 @@ def test_continual_run_starts_from_production_and_resume_continues_a_run(rt):
         run = repo.get_run(session, second.run_id)
         v2 = repo.get_model_version(session, "lmforge", 2)
         assert run.base_model_version_id == v1.id and v2.parent_id == v1.id
-        assert run.config["spec"]["continuing"] and run.config["source"] == "lmforge:v1"
+        assert run.config["job"]["continuing"] and run.config["source"] == "lmforge:v1"
 
     resumed = resume_training(rt, first.run_id)
     with rt.metadata.session() as session:
@@ -116,7 +116,7 @@ def test_training_continues_an_imported_hugging_face_checkpoint(rt, tmp_path):
     result = run_training(rt, source=str(tmp_path / "hf"))
     with rt.metadata.session() as session:
         run = repo.get_run(session, result.run_id)
-        assert run.config["source"].startswith("imported ") and run.config["spec"]["continuing"]
+        assert run.config["source"].startswith("imported ") and run.config["job"]["continuing"]
         assert run.summary["step"] == 4 and result.run_id != first.run_id
 
 
