@@ -22,6 +22,7 @@ from pydantic_settings import (
 from lmforge_core.config.data import DataConfig
 from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.config.orchestration import OrchestrationConfig
+from lmforge_core.config.serving import ServingConfig
 from lmforge_core.config.train import TrainConfig
 from lmforge_core.redact import mask_url
 
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     train: TrainConfig = Field(default_factory=TrainConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @field_validator("model_name")
     @classmethod

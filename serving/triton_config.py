@@ -158,9 +158,9 @@ def write_config(path: Path, config: mc.ModelConfig) -> None:
     tmp.replace(path)
 
 
-def set_served_version(path: Path, version: int) -> None:
-    """Rewrite the version policy of an existing config to serve exactly ``version``."""
+def set_served_versions(path: Path, versions: list[int]) -> None:
+    """Rewrite the version policy of an existing config to serve exactly ``versions``."""
     config = validate_config(path.read_text(), str(path))
     config.version_policy.Clear()
-    config.version_policy.specific.versions.append(version)
+    config.version_policy.specific.versions.extend(sorted(set(versions)))
     write_config(path, config)

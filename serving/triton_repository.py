@@ -35,7 +35,7 @@ from serving.triton_config import (
     ServingOptions,
     generate_config,
     lm_configs,
-    set_served_version,
+    set_served_versions,
     text_config,
     tokenizer_config,
     write_config,
@@ -159,13 +159,16 @@ def published_versions(repository: Path) -> list[int]:
     return sorted(set.intersection(*sets)) if len(sets) == len(MODELS) else []
 
 
-def serve_version(repository: Path, version: int) -> None:
-    """Point every model's version policy at an already published ``version`` (rollback, roll forward)."""
-    if version not in published_versions(repository):
-        raise RepositoryError(f"version {version} is not published in {repository} (have {published_versions(repository)})")
+def serve_versions(repository: Path, versions: list[int]) -> None:
+    """Point every model's version policy at already published ``versions`` (switch, rollback)."""
+    missing = sorted(set(versions) - set(published_versions(repository)))
+    if missing:
+        raise RepositoryError(f"versions {missing} are not published in {repository} "
+                              f"(have {published_versions(repository)})")
     for model in MODELS:
-        verify_version_dir(Path(repository) / model / str(version))
+        for version in versions:
+            verify_version_dir(Path(repository) / model / str(version))
     for model in MODELS:
-        set_served_version(Path(repository) / model / "config.pbtxt", version)
+        set_served_versions(Path(repository) / model / "config.pbtxt", versions)
     for name in ("onnxruntime_gpu", "tensorrt"):
-        set_served_version(Path(repository) / LM / "configs" / f"{name}.pbtxt", version)
+        set_served_versions(Path(repository) / LM / "configs" / f"{name}.pbtxt", versions)

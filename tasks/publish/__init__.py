@@ -1,0 +1,1 @@
+"""The publish stage: ONNX export, verification in a throw-away Triton, atomic versioned publish, rollback."""
