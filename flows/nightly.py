@@ -56,7 +56,10 @@ def _after_training(rt: Runtime, trained: dict[str, Any], fields: dict[str, Any]
         return _summary("approved", f"{label} passed the gate; not published: {missing['publish']}", **fields,
                         missing_stages=missing)
     published = steps.publish_step(rt, label)
-    return _summary("published", f"{label} serves at {published['triton_url']}", **fields, publish=published)
+    where = (f"loaded by the serving Triton at {published['served_by']}" if published["served_by"]
+             else "no serving Triton runs (`lmforge triton up` starts one)")
+    return _summary("published", f"{label} published as Triton version {published['triton_version']}; {where}",
+                    **fields, publish=published)
 
 
 @flow(name="nightly-retrain")

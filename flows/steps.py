@@ -82,4 +82,11 @@ def evaluate_step(rt: Runtime, model_version: str) -> dict[str, Any]:
 
 
 def publish_step(rt: Runtime, model_version: str) -> dict[str, Any]:
-    raise NotImplementedError("wired when the publish stage lands")
+    """Export, verify in a throw-away Triton, publish to the repository, load in the serving Triton."""
+    from tasks.publish.prefect_tasks import publish_task
+
+    cfg = rt.settings.orchestration
+    publish = publish_task.with_options(
+        **retry_options(cfg, cfg.timeouts.publish_s), persist_result=True,
+        cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key_from("model_version")))
+    return publish(rt, model_version.rpartition(":")[2])

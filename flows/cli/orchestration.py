@@ -46,8 +46,8 @@ def _render_night(c: Console, night: dict[str, Any]) -> None:
         c.print(f"  review: {r['decision']} by {r['reviewer']} {r.get('comment') or ''}")
     if night.get("publish"):
         p = night["publish"]
-        c.print(f"  published to {p.get('repository')} version {p.get('triton_version')}; "
-                f"query {p.get('triton_url')}")
+        c.print(f"  published to {p['repository']} as Triton version {p['triton_version']}; "
+                + (f"query grpc://{p['served_by']} (model generate)" if p["served_by"] else "no serving Triton runs"))
     for stage, why in (night.get("missing_stages") or {}).items():
         c.print(f"  [yellow]{stage}[/]: {why}")
 
