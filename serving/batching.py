@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from model.decoding import SamplingParams, make_generator, sample_next
 
 log = logging.getLogger(__name__)
