@@ -118,3 +118,8 @@ def prose_source(tmp_path: Path) -> Callable[..., str]:
         return str(write_source(tmp_path / name, f"part-{start:05d}.jsonl", range(start, start + count)))
 
     return make
+
+
+@pytest.fixture
+def shard_writer() -> Callable[[Path, str, range], Path]:
+    return write_source
