@@ -73,15 +73,16 @@ def _fetch(runtime: Runtime, key: str, cache: Path, sha256: str | None = None) -
     return dest
 
 
-def fetch_dataset(runtime: Runtime, version: str, cache: Path) -> None:
-    """Manifest and train shards of ``version`` into ``cache`` (keys as paths)."""
+def fetch_dataset(runtime: Runtime, version: str, cache: Path, splits: tuple[str, ...] = ("train",)) -> None:
+    """Manifest and the shards of ``splits`` of ``version`` into ``cache`` (keys as paths)."""
     with runtime.metadata.session() as session:
         record = repo.get_dataset_version(session, version)
         manifest_key = record.manifest_key
     _fetch(runtime, manifest_key, cache)
     manifest = load_manifest(cache, version)
-    for shard in manifest["splits"].get("train", []):
-        _fetch(runtime, shard["key"], cache, shard.get("sha256"))
+    for split in splits:
+        for shard in manifest["splits"].get(split, []):
+            _fetch(runtime, shard["key"], cache, shard.get("sha256"))
 
 
 def _datasets(runtime: Runtime, version: str | None) -> tuple[str, int, list[str]]:
