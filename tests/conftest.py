@@ -7,6 +7,12 @@ PostgreSQL tests skip with that reason, except under CI=true, where a missing se
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,3 +156,63 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
                                      PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}):
         with prefect_test_harness(server_startup_timeout=120):
             yield
+
+
+@dataclass
+class PrefectServer:
+    api_url: str
+    env: dict[str, str]  # what a client or worker process needs to talk to this server
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"prefect server did not answer {url}/health within {timeout:.0f} s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real `prefect server start` backed by a PostgreSQL database of its own, on a free port."""
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not answering: {exc}")
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not answering ({str(exc).strip().splitlines()[0]})")
+    name = f"prefect_e2e_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    home = tmp_path_factory.mktemp("prefect-home")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
+        "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
+    }
+    log = home / "server.log"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                     "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            _wait_healthy(api_url, proc, log, timeout=180)
+            yield PrefectServer(api_url, env)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -3,6 +3,10 @@ deployment) and ``lmforge trigger`` (one run of a deployment, keyed by the data 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -10,6 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from flows.cli.common import CliError, emit, settings
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+# deployments of prefect.yaml on the local process pool; the Kubernetes ones need the Terraform pools.
+PROCESS_DEPLOYMENTS = ("nightly", "ingest", "evaluate", "publish")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 SourceOption = Annotated[str | None, typer.Option("--source", help="source URI (default: the next sample drop)")]
@@ -90,6 +98,24 @@ def run_nights(source: str | None, days: int, train_steps: int | None) -> list[d
     return nights
 
 
+def ensure_process_pool(name: str) -> None:
+    """Create the process work pool ``name`` on the Prefect server unless it exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            try:
+                client.create_work_pool(WorkPoolCreate(
+                    name=name, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
+            except ObjectAlreadyExists:
+                pass
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def nightly(
@@ -116,6 +142,32 @@ def register(app: typer.Typer) -> None:
         cfg = settings().orchestration
         nightly_retrain.serve(name=name or cfg.deployment_name, parameters={"config": _config_arg()},
                               schedules=[Cron(cfg.nightly_cron, timezone=cfg.timezone)])
+
+    @app.command()
+    def deploy(
+        names: Annotated[list[str] | None, typer.Option("--name", help="deployment(s) of prefect.yaml")] = None,
+        as_json: JsonFlag = False,
+    ) -> None:
+        """Register prefect.yaml's deployments on the Prefect server (PREFECT_API_URL), with the settings'
+        cron and timezone; creates the local process work pool when missing. Default: the process-pool ones."""
+        cfg = settings().orchestration
+        chosen = names or list(PROCESS_DEPLOYMENTS)
+        ensure_process_pool(cfg.work_pool)
+        env = os.environ | {"LMFORGE_ORCHESTRATION__TIMEZONE": cfg.timezone,
+                            "LMFORGE_ORCHESTRATION__NIGHTLY_CRON": cfg.nightly_cron,
+                            "LMFORGE_PROJECT_DIR": str(PROJECT_DIR)}
+        env.setdefault("LMFORGE_IMAGE", "lmforge:latest")
+        env.setdefault("LMFORGE_GPUS_PER_NODE", "1")
+        command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file",
+                   str(PROJECT_DIR / "prefect.yaml")]
+        for name in chosen:
+            command += ["--name", name]
+        done = subprocess.run(command, cwd=PROJECT_DIR, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-4:])
+            raise CliError(f"prefect deploy failed: {tail}", "check PREFECT_API_URL and the work pools")
+        emit({"deployments": chosen, "timezone": cfg.timezone, "cron": cfg.nightly_cron}, as_json,
+             lambda c, d: c.print(f"deployed {', '.join(d['deployments'])} (nightly {d['cron']} {d['timezone']})"))
 
     @app.command()
     def trigger(
