@@ -123,3 +123,9 @@ def prose_source(tmp_path: Path) -> Callable[..., str]:
 @pytest.fixture
 def shard_writer() -> Callable[[Path, str, range], Path]:
     return write_source
+
+
+@pytest.fixture
+def impossible_gate() -> dict[str, Any]:
+    """Promotion-gate bounds no model meets (its perplexity must be at most 1.0001)."""
+    return IMPOSSIBLE_GATE
