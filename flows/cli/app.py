@@ -15,6 +15,7 @@ from flows.cli import data as cli_data
 from flows.cli import generate as cli_generate
 from flows.cli import orchestration as cli_orchestration
 from flows.cli import review as cli_review
+from flows.cli import serving as cli_serving
 from flows.cli import train as cli_train
 from flows.cli.common import CliError, configure, debug_enabled, emit, err_console, runtime, settings
 from lmforge_core.artifacts import ArtifactError
@@ -164,6 +165,7 @@ cli_data.register(app)
 cli_train.register(app)
 cli_orchestration.register(app)
 cli_review.register(app)
+cli_serving.register(app)
 cli_generate.register(app)
 
 _PERSON_ERRORS = (

@@ -37,14 +37,15 @@ def tiny_model(vocab_size: int, seed: int = 0, context: int = 64) -> Transformer
 
 
 def greedy_reference(model: Transformer, prompt: list[int], max_tokens: int, eos_id: int | None) -> list[int]:
-    """Greedy tokens of the training network itself (full recompute each step: no cache involved)."""
+    """Greedy new tokens of the training network itself, recomputed from scratch each step (no KV cache);
+    the end token is not included (the decoding library's convention)."""
     ids = list(prompt)
     out: list[int] = []
     with torch.no_grad():
         for _ in range(max_tokens):
             nxt = int(model(torch.tensor([ids]))[0, -1].argmax())
-            out.append(nxt)
             if nxt == eos_id:
                 break
+            out.append(nxt)
             ids.append(nxt)
     return out

@@ -1,0 +1,126 @@
+"""The continuous batcher on the exported graph (onnxruntime, no server): joining a running batch,
+exactness against the PyTorch network, cancellation freeing its slot, request validation."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from serving_helpers import greedy_reference, tiny_model, tiny_tokenizer
+
+from model.decoding import SamplingParams
+from serving.batching import ContinuousBatcher, GenerationRequest, GraphShape, RequestError, sampling_params
+from serving.onnx_export import export_onnx
+from serving.onnx_files import ort_session, ort_step
+
+TEXTS = ["Return a JSON string", "x", "The textwrap module provides some convenience functions", "named tuple",
+         "Deserialize a document", "dict subclass"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tok = tiny_tokenizer()
+    model = tiny_model(tok.vocab_size)
+    export = export_onnx(model, tmp_path_factory.mktemp("batching"), tok.encode(TEXTS[2]))
+    session = ort_session(export.onnx_path, threads=1)
+    return tok, model, export, session
+
+
+def batcher(setup, slots, delay=0.0, limit=64):
+    tok, _, export, session = setup
+
+    def step(*xs):
+        time.sleep(delay)  # a slower network: requests surely arrive while others decode
+        return ort_step(session, *xs)
+
+    return ContinuousBatcher(step, GraphShape.from_model_config(export.config), max_slots=slots, eos_id=tok.eos_id,
+                             max_tokens_limit=limit).start()
+
+
+class Collector:
+    def __init__(self):
+        self.tokens, self.reason, self.done = [], None, threading.Event()
+
+    def request(self, prompt, cancel_after=None, **params):
+        def cancelled():
+            return cancel_after is not None and len(self.tokens) >= cancel_after
+
+        return GenerationRequest(prompt, SamplingParams(**params), self.tokens.append, self.finish, cancelled)
+
+    def finish(self, reason, error):
+        self.reason = (reason, error)
+        self.done.set()
+
+
+def test_requests_join_the_running_batch_and_each_equals_pytorch(setup):
+    tok, model, _, _ = setup
+    b = batcher(setup, slots=8, delay=0.003)
+    prompts = [tok.encode(t) for t in TEXTS]
+    collectors = [Collector() for _ in prompts]
+    for i, (p, c) in enumerate(zip(prompts, collectors)):
+        b.submit(c.request(p, max_new_tokens=8 + 2 * i, temperature=0.0))
+        time.sleep(0.01)
+    assert all(c.done.wait(60) for c in collectors)
+    b.close()
+    for i, (p, c) in enumerate(zip(prompts, collectors)):
+        assert c.tokens == greedy_reference(model, p, 8 + 2 * i, tok.eos_id)
+    assert b.stats.joined_running_batch >= 1 and b.stats.max_batch >= 2
+    assert b.active == 0
+
+
+def test_a_cancelled_stream_frees_its_slot_for_the_next_request(setup):
+    tok, model, _, _ = setup
+    b = batcher(setup, slots=1, delay=0.002)
+    first, second = Collector(), Collector()
+    b.submit(first.request(tok.encode(TEXTS[0]), cancel_after=3, max_new_tokens=60, temperature=0.0))
+    b.submit(second.request(tok.encode(TEXTS[1]), max_new_tokens=5, temperature=0.0))
+    assert first.done.wait(30) and second.done.wait(30)
+    b.close()
+    assert first.reason == ("cancelled", None) and 3 <= len(first.tokens) < 60
+    assert second.tokens == greedy_reference(model, tok.encode(TEXTS[1]), 5, tok.eos_id)
+    assert b.stats.cancelled == 1 and b.active == 0
+
+
+def test_a_client_that_went_away_is_treated_as_cancelled(setup):
+    tok, _, _, _ = setup
+    b = batcher(setup, slots=2)
+    done = Collector()
+
+    def broken(_token):
+        raise ConnectionError("stream closed")
+
+    b.submit(GenerationRequest(tok.encode(TEXTS[0]), SamplingParams(max_new_tokens=20, temperature=0.0), broken,
+                               done.finish))
+    assert done.done.wait(30)
+    b.close()
+    assert done.reason[0] == "cancelled" and "stream closed" in done.reason[1]
+
+
+@pytest.mark.parametrize(("prompt", "params", "message"), [
+    ([], {}, "prompt is empty"),
+    (list(range(64)), {}, "context is 64"),
+    ([10**6], {}, "outside the vocabulary"),
+    ([3], {"max_new_tokens": 65}, "exceeds this server's limit 64"),
+    ([3], {"top_p": 0.0}, "top_p"),
+    ([3], {"num_beams": 2, "temperature": 0.0}, "beam search"),
+])
+def test_bad_requests_are_refused_with_the_reason(setup, prompt, params, message):
+    b = batcher(setup, slots=1)
+    try:
+        with pytest.raises(RequestError, match=message):
+            b.submit(Collector().request(prompt, **params))
+    finally:
+        b.close()
+
+
+def test_request_parameters_become_sampling_parameters():
+    params = sampling_params('{"max_tokens": 5, "temperature": "0.7", "top_k": 4, "seed": 3}', 48)
+    assert (params.max_new_tokens, params.temperature, params.top_k, params.seed) == (5, 0.7, 4, 3)
+    assert sampling_params("{}", 16).max_new_tokens == 16
+    with pytest.raises(RequestError, match="unknown request parameter 'topk'"):
+        sampling_params({"topk": 3}, 48)
+    with pytest.raises(RequestError, match="'top_k' must be int"):
+        sampling_params({"top_k": 0.5}, 48)
+    with pytest.raises(RequestError, match="must be a number"):
+        sampling_params({"temperature": "hot"}, 48)
