@@ -134,12 +134,14 @@ def _execute(job: JobConfig, job_path: Path, processes: int, launcher: str, reco
     run_dir = Path(job.run_dir)
     started = int(time.time())
     log, error_file = run_dir / f"train-{started}.log", run_dir / f"error-{started}.json"
-    tail = EventTail(run_dir / "events.jsonl", recorder.handle)
+    tails = [EventTail(run_dir / "events.jsonl", recorder.handle), EventTail(log, recorder.handle, _launcher_line)]
     proc = spawn(job_path, processes, launcher, log, error_file)
     while proc.poll() is None:
-        tail.drain()
+        for tail in tails:
+            tail.drain()
         time.sleep(0.5)
-    tail.drain()
+    for tail in tails:
+        tail.drain()
     if proc.returncode != 0:
         cause = read_error_file(error_file)
         if cause is None:  # no error file: killed by a signal, or it died before the entry point ran
@@ -147,11 +149,17 @@ def _execute(job: JobConfig, job_path: Path, processes: int, launcher: str, reco
         raise TrainingProcessError(f"training processes exited with code {proc.returncode}: {cause} (log {log})")
 
 
-class EventTail:
-    """Hands each complete new line of a growing ``events.jsonl`` to ``handle`` as an event."""
+def _launcher_line(line: bytes) -> dict[str, Any]:
+    return {"type": "log", "line": line.decode(errors="replace").rstrip()}
 
-    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], None]) -> None:
-        self.path, self.handle = path, handle
+
+class EventTail:
+    """Hands each complete new line of a growing file to ``handle`` as an event: ``events.jsonl`` lines as
+    they are, other files' lines through ``parse`` (the launcher's output as ``log`` events)."""
+
+    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], None],
+                 parse: Callable[[bytes], dict[str, Any]] = json.loads) -> None:
+        self.path, self.handle, self.parse = path, handle, parse
         self.offset = path.stat().st_size if path.is_file() else 0
         self.buffer = b""
 
@@ -165,7 +173,7 @@ class EventTail:
         *lines, self.buffer = (self.buffer + chunk).split(b"\n")
         for line in lines:
             if line.strip():
-                self.handle(json.loads(line))
+                self.handle(self.parse(line))
 
 
 @contextlib.contextmanager

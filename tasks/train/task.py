@@ -19,10 +19,12 @@ from tasks.train.run import run_training
 
 def _event_logger(logger: Any) -> Any:
     def log(event: dict[str, Any]) -> None:
-        if event["type"] == "step" and event["step"] % 10 == 0:
+        if event["type"] == "log":  # a line of the launched training processes' output
+            logger.info("[launcher] %s", event["line"])
+        elif event["type"] == "step" and event["step"] % 10 == 0:
             logger.info("step %d loss %.4f lr %.2e %.0f tok/s", event["step"], event["loss"], event["lr"],
                         event["tokens_per_s"])
-        elif event["type"] in ("spike", "rollback", "checkpoint", "done", "resume", "log"):
+        elif event["type"] in ("spike", "rollback", "checkpoint", "done", "resume"):
             logger.info("%s: %s", event["type"], {k: v for k, v in event.items() if k not in ("files", "type")})
 
     return log

@@ -160,3 +160,18 @@ def test_a_killed_training_process_is_retried_and_resumes_from_its_checkpoint(
         assert [m.training_run_id for m in session.query(ModelVersion)] == [second.id]
     attempts = _task_runs(str(state.state_details.flow_run_id), "train-dataset")
     assert [r.run_count for r in attempts] == [2]
+    assert any(line.startswith("[launcher] ") for line in _flow_log(str(state.state_details.flow_run_id)))
+
+
+def _flow_log(flow_run_id: str, wait_s: float = 30) -> list[str]:
+    """The messages Prefect recorded for a flow run (log batches arrive a little after the run ends)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        messages = [entry.message for entry in logs]
+        if any(m.startswith("[launcher] ") for m in messages) or time.monotonic() > deadline:
+            return messages
+        time.sleep(1)
