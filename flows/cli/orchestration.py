@@ -79,6 +79,7 @@ def run_nights(source: str | None, days: int, train_steps: int | None) -> list[d
 
     workspace = settings().workspace
     workspace.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # the temporary server sends no telemetry
     storage = settings().orchestration.result_storage or str(workspace / "prefect-results")
     nights: list[dict[str, Any]] = []
     # the temporary API server takes ~20 s to start on a loaded 2-core machine: Prefect's default is 20 s.
