@@ -320,6 +320,73 @@ def run_datatrove(python: Path, corpus: Path, work: Path) -> dict:
     return result
 
 
+# ---------------------------------------------------------------- graded dedup -----------------------
+def _open_filters() -> dict:
+    """A filter profile that passes every document: the graded run measures dedup alone."""
+    return {"min_words": 0, "max_words": 10**9, "min_mean_word_length": 0.0, "max_mean_word_length": 1e9,
+            "max_symbol_word_ratio": 1e9, "max_non_alnum_fraction": 1.0, "max_bullet_line_fraction": 1.0,
+            "max_ellipsis_line_fraction": 1.0, "max_dup_line_fraction": 1.0, "max_dup_line_char_fraction": 1.0,
+            "max_top_ngram_fraction": {}, "max_dup_ngram_fraction": {}, "max_word_length": 10**9}
+
+
+def lmforge_graded(corpus: Path, variants: dict[str, dict]) -> dict[str, dict]:
+    """Removed ids and seconds of lmforge's dedup (the keys `Assessor` computes, then `DedupIndex` in file order)
+    for each variant of the dedup settings (overrides of `DedupConfig`; {} = the defaults)."""
+    import numpy as np
+
+    from lmforge_core.config.data import DataConfig
+    from tasks.dedup import DedupIndex, Verdict
+    from tasks.quality.assess import Assessor
+
+    rows = [json.loads(line) for name in sorted(os.listdir(corpus)) for line in (corpus / name).open()]
+    assessor = Assessor(DataConfig(filter_profiles={"open": _open_filters()}, filter_profile="open"))
+    t0 = time.perf_counter()
+    assessed = [assessor.assess(r["text"]) for r in rows]
+    sign_s = time.perf_counter() - t0
+    keys, sigs, ids = [a.exact_key for a in assessed], np.stack([a.signature for a in assessed]), [r["id"] for r in rows]
+    results = {}
+    for name, overrides in variants.items():
+        cfg = DataConfig(dedup=overrides).dedup
+        index = DedupIndex(cfg.num_perm, cfg.near_duplicate_threshold, cfg.containment_threshold, cfg.lsh_bands,
+                           cfg.lsh_rows)
+        t0 = time.perf_counter()
+        decisions = index.admit_many(keys, sigs, ids)
+        results[name] = {"removed": {i for i, d in zip(ids, decisions, strict=True) if d.verdict is not Verdict.UNIQUE},
+                         "seconds": sign_s + time.perf_counter() - t0, "layout": f"{index.bands}x{index.rows}"}
+    return results
+
+
+def run_graded(args: argparse.Namespace, work: Path) -> dict:
+    """Build the graded-edit corpus, run datatrove and lmforge's dedup variants on it, print the table."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import graded_corpus
+
+    t0 = time.perf_counter()
+    truth = graded_corpus.build(work / "graded", args.graded_per_cell)
+    print(f"\ngraded corpus: {args.graded_per_cell} copies per edit kind and level of real documents (the built-in "
+          f"sample: {truth['documents']} mutually unrelated ones), {len(truth['controls'])} unrelated controls; "
+          f"built in {time.perf_counter() - t0:.0f}s", flush=True)
+    variants = {"lmforge before": BEFORE_DEDUP, "lmforge now": {}}
+    variants.update({f"sweep {v}": json.loads(v) for v in args.graded_sweep})
+    ours = lmforge_graded(work / "graded", variants)
+    shares = {name: graded_corpus.removal_shares(r["removed"], truth) for name, r in ours.items()}
+    if not args.skip_datatrove:
+        peer = run_datatrove(args.datatrove_python, work / "graded", work / "datatrove-graded")
+        shares = {"datatrove": graded_corpus.removal_shares(set(peer["removed"]), truth), **shares}
+    names = list(shares)
+    print("removal share per edit kind and level (a copy counts when it or its original was removed):")
+    print(f"{'edit':<14}{'level':>6}  " + "".join(f"{n[:22]:>23}" for n in names))
+    for cell in shares[names[0]]:
+        print(f"{cell[0]:<14}{cell[1]:>6.0%}  " + "".join(f"{shares[n][cell]:>23.0%}" for n in names))
+    for name, r in ours.items():
+        print(f"{name}: LSH {r['layout']}, settings {variants[name] or 'defaults'}, {r['seconds']:.1f}s")
+    return {name: {f"{k}@{lvl:.2f}": v for (k, lvl), v in table.items()} for name, table in shares.items()}
+
+
+# The dedup defaults before the graded calibration (issue 10), to print beside the current ones.
+BEFORE_DEDUP = {"near_duplicate_threshold": 0.8, "containment_threshold": None, "lsh_bands": 14, "lsh_rows": 9}
+
+
 # ---------------------------------------------------------------- main -------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -331,6 +398,11 @@ def main() -> None:
     parser.add_argument("--datatrove-python", type=Path, default=ROOT / ".venv-bench" / "bin" / "python")
     parser.add_argument("--skip-datatrove", action="store_true")
     parser.add_argument("--json-out", type=Path, help="also write the figures here")
+    parser.add_argument("--graded-per-cell", type=int, default=25, help="edited copies per kind and level")
+    parser.add_argument("--graded-only", action="store_true", help="only the graded-edit dedup table")
+    parser.add_argument("--skip-graded", action="store_true")
+    parser.add_argument("--graded-sweep", action="append", default=[], metavar="JSON",
+                        help='another lmforge dedup variant to print, e.g. \'{"near_duplicate_threshold": 0.6}\'')
     parser.add_argument("--datatrove-worker", nargs=2, metavar=("CORPUS", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.datatrove_worker:
@@ -340,6 +412,14 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     work = Path(tempfile.mkdtemp(prefix="lmforge-bench-"))
     try:
+        if not args.datatrove_python.exists() and not args.skip_datatrove:
+            raise SystemExit(f"{args.datatrove_python} not found: create it with `make .venv-bench/.installed` "
+                             "or pass --skip-datatrove")
+        graded = None if args.skip_graded else run_graded(args, work)
+        if args.graded_only:
+            if args.json_out:
+                args.json_out.write_text(json.dumps({"graded": graded}, indent=2))
+            return
         corpus = work / "corpus"
         t0 = time.perf_counter()
         gen = generate_corpus(corpus, args.docs, args.words, args.exact_frac, args.near_frac, args.seed)
@@ -365,9 +445,6 @@ def main() -> None:
               f"tokenizer training (once, not in the timing) {ours['tokenizer_training_s']:.1f}s", flush=True)
         peer = None
         if not args.skip_datatrove:
-            if not args.datatrove_python.exists():
-                raise SystemExit(f"{args.datatrove_python} not found: create it with `python3.11 -m venv .venv-bench && "
-                                 ".venv-bench/bin/pip install datatrove orjson spacy` or pass --skip-datatrove")
             peer = run_datatrove(args.datatrove_python, corpus, work / "datatrove")
             peer_quality = score(set(peer["removed"]), truth, set())
             print(f"datatrove MinHash dedup: {args.docs / peer['seconds']:.0f} docs/s ({peer['seconds']:.1f}s), "
@@ -377,7 +454,7 @@ def main() -> None:
                   f"all processes {peer['peak_rss_mb_total']:.0f} MB", flush=True)
 
         figures = {"docs": args.docs, "lmforge": {k: v for k, v in ours.items() if k not in ("removed", "filtered")},
-                   "lmforge_quality": quality}
+                   "lmforge_quality": quality, "graded": graded}
         if peer is not None:
             ratio = ours["docs_per_s"] / (args.docs / peer["seconds"])
             print(f"ratio: lmforge whole path / datatrove MinHash alone = {ratio:.2f}x (target >= 2x)")

@@ -14,6 +14,7 @@ from rich.table import Table
 from flows.cli.common import CliError, console, emit, runtime
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+_SHOWN_REMOVALS = 10  # removals explained in the table output (--json lists more)
 
 
 def _render_sample(c: Console, d: dict[str, Any]) -> None:
@@ -90,6 +91,12 @@ def _render_ingest(c: Console, d: dict[str, Any]) -> None:
         c.print(f"dataset version [bold]{d['dataset_version']}[/]: {tokens['train']} train + "
                 f"{tokens['validation']} validation tokens, tokenizer {d['tokenizer_version']}"
                 + (" (newly trained)" if d["tokenizer_trained"] else ""))
+    shown = d["removals"][:_SHOWN_REMOVALS]
+    if shown:
+        c.print(f"why removed (first {len(shown)} of {d['removals_recorded']}; all in the metadata store and "
+                "the quarantine file):")
+        for r in shown:
+            c.print(f"  {r['shard']} #{r['position']} {r['doc_id'] or ''}: {r['explanation']}", markup=False)
     for key in d["quarantine_keys"]:
         c.print(f"quarantine: {key}")
     if d["data_docs_key"]:
@@ -118,7 +125,7 @@ def ingest(
     failed batch run again (e.g. after a threshold was fixed). Exits with 1 when the quality gate fails.
     """
     from tasks.dedup import DedupStateError
-    from tasks.ingest.ingest_lock import IngestLockedError
+    from tasks.ingest.ingest_lock import IngestLockedError, IngestLockLostError
     from tasks.ingest.pipeline import run_ingest
     from tasks.ingest.retry import RetryError, retry_batch
     from tasks.ingest.sources import SourceError
@@ -141,7 +148,7 @@ def ingest(
             else:
                 result = run_ingest(rt, source_uri, all_drops=all_drops, new_tokenizer=new_tokenizer,
                                     progress=on_shard)
-        except (RetryError, IngestLockedError) as exc:
+        except (RetryError, IngestLockedError, IngestLockLostError) as exc:
             raise CliError(str(exc)) from exc
         except SourceError as exc:
             raise CliError(str(exc), "give a folder of .jsonl/.parquet/.txt/.md shards or s3://bucket/prefix") from exc

@@ -4,19 +4,24 @@ Every threshold the data stages use lives here, so a run's behaviour is fully de
 settings; the stages never hard-code a bound.
 """
 
-from pydantic import BaseModel, Field
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 
 class FilterThresholds(BaseModel):
     """Heuristic quality filters in the spirit of Gopher (Rae et al. 2021) and C4 (Raffel et al. 2020).
 
     A document fails a filter when its score falls outside the bound; every score is recorded either way.
+    The class defaults are Gopher's values for web text (the `web` profile); `technical_filters()` holds the
+    `technical` profile for reference documentation.
     """
 
     min_words: int = 50
     max_words: int = 100_000
     min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 12.0
+    max_mean_word_length: float = 10.0
     # ("#" + "..." + "…") per word.
     max_symbol_word_ratio: float = 0.1
     # characters that are neither alphanumeric nor whitespace, over non-whitespace characters.
@@ -25,15 +30,37 @@ class FilterThresholds(BaseModel):
     max_ellipsis_line_fraction: float = 0.3
     max_dup_line_fraction: float = 0.3
     max_dup_line_char_fraction: float = 0.2
+    # the four line-ratio rules above say nothing about a document of fewer non-empty lines (a one-line
+    # document starting with a bullet would be "100% bullets"): below it their scores are 0.
+    min_lines_for_line_ratios: int = Field(default=3, ge=1)
     # fraction of word characters covered by the most frequent n-gram, n = 2, 3, 4.
     max_top_ngram_fraction: dict[int, float] = Field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
-    # fraction of word characters inside n-grams that occur more than once, n = 5..10. Gopher uses
-    # 0.15 .. 0.10 for web text; reference documentation repeats signatures and phrases by nature
-    # (a third of the sample source would fail), so the defaults are relaxed to 0.30 .. 0.25.
+    # fraction of word characters inside n-grams that occur more than once, n = 5..10.
     max_dup_ngram_fraction: dict[int, float] = Field(
-        default_factory=lambda: {5: 0.30, 6: 0.29, 7: 0.28, 8: 0.27, 9: 0.26, 10: 0.25}
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
     )
     max_word_length: int = 1000
+
+
+def technical_filters() -> FilterThresholds:
+    """The `technical` profile: manual pages, pydoc, READMEs. Reference text repeats signatures and phrases
+    ("Return a new ...", parameter lists) and holds long identifiers and option lists, so the repetition and
+    punctuation bounds that are right for web text reject a share of real paragraphs (measured on the built-in
+    sample: see the README's "Filter profiles")."""
+    return FilterThresholds(
+        max_mean_word_length=12.0,
+        max_dup_line_fraction=0.45,
+        max_dup_line_char_fraction=0.35,
+        max_top_ngram_fraction={2: 0.25, 3: 0.24, 4: 0.22},
+        # a document repeated twice scores about 1.0 at every n: still rejected.
+        max_dup_ngram_fraction={5: 0.50, 6: 0.49, 7: 0.48, 8: 0.47, 9: 0.46, 10: 0.45},
+    )
+
+
+BUILT_IN_FILTER_PROFILES: dict[str, Callable[[], FilterThresholds]] = {
+    "web": FilterThresholds,
+    "technical": technical_filters,
+}
 
 
 class DedupConfig(BaseModel):
@@ -41,7 +68,20 @@ class DedupConfig(BaseModel):
 
     num_perm: int = 128
     shingle_size: int = 5
-    near_duplicate_threshold: float = 0.8
+    # Defaults chosen from the graded-edit curve of `benchmarks/bench_ingest.py` (README, "Near duplicates"): at
+    # least datatrove's default recall at every edit level up to 10% of the text, no unrelated document removed.
+    # Estimated Jaccard similarity (of 5-word shingle sets) at or above which a candidate is a near duplicate: a
+    # copy with 5% of its words changed is at about 0.6, one with 10% changed at 0.4-0.5.
+    near_duplicate_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    # a document whose shingles are at least this share contained in an earlier one (an excerpt of it) is a near
+    # duplicate too, whatever its Jaccard similarity; None turns the containment check off.
+    containment_threshold: float | None = Field(default=0.9, gt=0.0, le=1.0)
+    # LSH layout: bands of `lsh_rows` signature values; `lsh_bands` None: as many bands as the signature holds
+    # (32 at 128 permutations), `lsh_rows` None: the layout `optimal_bands` fits to the threshold. 32 x 4 makes a
+    # pair at Jaccard 0.5 a candidate with p = 0.87 and at 0.6 with 0.99, so excerpts (whose Jaccard is their
+    # share of the original) reach the containment check.
+    lsh_rows: int | None = Field(default=4, ge=1)
+    lsh_bands: int | None = Field(default=None, ge=1)
     seed: int = 1
 
 
@@ -91,7 +131,16 @@ class DataConfig(BaseModel):
     redact_pii: bool = True
     # excerpt of a rejected record kept in the quarantine artifact (characters).
     quarantine_excerpt_chars: int = 20_000
-    filters: FilterThresholds = Field(default_factory=FilterThresholds)
+    # named filter profiles; a built-in one (`web`, `technical`) given in config is overridden field by field.
+    filter_profiles: dict[str, FilterThresholds] = Field(
+        default_factory=lambda: {name: make() for name, make in BUILT_IN_FILTER_PROFILES.items()}
+    )
+    # the profile of a source that `source_filter_profiles` does not name (`for_source` sets the one in effect).
+    filter_profile: str = "web"
+    # the built-in sample is reference documentation (pydoc, /usr/share/doc).
+    sample_filter_profile: str = "technical"
+    # source URI (or a folder / s3:// prefix of it) -> profile; the longest matching prefix wins.
+    source_filter_profiles: dict[str, str] = Field(default_factory=dict)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
@@ -102,3 +151,50 @@ class DataConfig(BaseModel):
     shard_max_windows: int = 65_536
     # documents tokenized per call; the tokenizer's working memory is proportional to it.
     encode_batch_docs: int = 256
+
+    @field_validator("filter_profiles", mode="before")
+    @classmethod
+    def _over_built_in_profiles(cls, value: Any) -> Any:
+        """A profile named like a built-in one starts from it: `{technical = {min_words = 20}}` changes one bound."""
+        if not isinstance(value, dict):
+            return value
+        merged: dict[str, Any] = {name: make().model_dump() for name, make in BUILT_IN_FILTER_PROFILES.items()}
+        for name, given in value.items():
+            if isinstance(given, FilterThresholds):
+                given = given.model_dump(exclude_unset=True)
+            merged[name] = {**merged.get(name, {}), **given} if isinstance(given, dict) else given
+        return merged
+
+    @model_validator(mode="after")
+    def _profiles_exist(self) -> "DataConfig":
+        named = {"filter_profile": self.filter_profile, "sample_filter_profile": self.sample_filter_profile}
+        named |= {f"source_filter_profiles[{uri!r}]": p for uri, p in self.source_filter_profiles.items()}
+        for where, profile in named.items():
+            if profile not in self.filter_profiles:
+                raise ValueError(f"{where} names filter profile {profile!r}, which is not defined; defined: "
+                                 f"{', '.join(sorted(self.filter_profiles))} (add it under data.filter_profiles)")
+        return self
+
+    @property
+    def filters(self) -> FilterThresholds:
+        """The thresholds of the profile in effect."""
+        return self.filter_profiles[self.filter_profile]
+
+    def profile_for(self, source_uri: str, sample_uri: str | None = None) -> str:
+        """The filter profile of a source: its longest prefix in `source_filter_profiles`, else the sample's when
+        it is the built-in sample, else `filter_profile`. Prefixes match whole path segments."""
+        matches = [prefix for prefix in self.source_filter_profiles if _under(source_uri, prefix)]
+        if matches:
+            return self.source_filter_profiles[max(matches, key=len)]
+        if sample_uri is not None and _under(source_uri, sample_uri):
+            return self.sample_filter_profile
+        return self.filter_profile
+
+    def for_source(self, source_uri: str, sample_uri: str | None = None) -> "DataConfig":
+        """This config with the source's filter profile in effect (what the ingest of that source runs with)."""
+        return self.model_copy(update={"filter_profile": self.profile_for(source_uri, sample_uri)})
+
+
+def _under(uri: str, prefix: str) -> bool:
+    prefix = prefix.rstrip("/")
+    return uri == prefix or uri.startswith(prefix + "/")

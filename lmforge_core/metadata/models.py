@@ -393,7 +393,7 @@ class DocumentRemoval(Base):
     """Why one record of a batch was removed (rejected at ingest), so a reader can see it without the quarantine.
 
     A duplicate names its twin (the earlier document: batch, shard, position, id) and the estimated Jaccard
-    similarity (1.0 for an exact duplicate); a filtered document names the rule, its score and the bound it
+    similarity (1.0 for an exact duplicate; `containment` when the share of it inside the twin decided); a filtered document names the rule, its score and the bound it
     crossed (`bound_min`/`bound_max`, None where open); a malformed record its `detail`.
     The twin's batch is not a foreign key: the twin may come from a snapshot written before batches were kept.
     """
@@ -415,3 +415,4 @@ class DocumentRemoval(Base):
     twin_position: Mapped[int | None] = mapped_column(Integer)
     twin_doc_id: Mapped[str | None] = mapped_column(String(1024))
     similarity: Mapped[float | None] = mapped_column(Float)
+    containment: Mapped[float | None] = mapped_column(Float)  # share of it inside its twin (when that decided)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from lmforge_core.metadata.models import DocumentRemoval
 
 REMOVAL_FIELDS = ("shard", "position", "doc_id", "reason", "detail", "rule", "score", "bound_min", "bound_max",
-                  "twin_batch_id", "twin_shard", "twin_position", "twin_doc_id", "similarity")
+                  "twin_batch_id", "twin_shard", "twin_position", "twin_doc_id", "similarity", "containment")
 _INSERT_ROWS = 1000  # rows per executemany: a batch's removals are streamed, never all in memory
 
 
@@ -65,6 +65,9 @@ def describe_removal(removal: Mapping[str, Any]) -> str:
         batch = f" of batch {removal['twin_batch_id']}" if removal.get("twin_batch_id") is not None else ""
         if reason == "exact_duplicate":
             return f"exact duplicate: the same text as document {twin}{where}{batch}"
+        if removal.get("containment") is not None:
+            return (f"near duplicate: {removal['containment']:.0%} of it is contained in document {twin}{where}{batch} "
+                    f"({removal['similarity']:.0%} alike as a whole)")
         return f"near duplicate: {removal['similarity']:.0%} like document {twin}{where}{batch}"
     if removal.get("rule") is not None:
         score, low, high = removal["score"], removal.get("bound_min"), removal.get("bound_max")

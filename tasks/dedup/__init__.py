@@ -8,7 +8,7 @@ May import: lmforge_core. Never flows/.
 """
 
 from tasks.dedup.index import DedupDecision, DedupIndex, Verdict
-from tasks.dedup.minhash import MinHasher, jaccard_estimate, optimal_bands
+from tasks.dedup.minhash import MinHasher
 from tasks.dedup.store import DedupStateError, DedupStore
 
 __all__ = [
@@ -18,6 +18,4 @@ __all__ = [
     "DedupStore",
     "MinHasher",
     "Verdict",
-    "jaccard_estimate",
-    "optimal_bands",
 ]

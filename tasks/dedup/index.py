@@ -3,7 +3,7 @@
 Entries are appended in acceptance order. Entries below `committed` came from the persisted state
 (everything ever accepted); entries above it were staged by the batch now running, so a document
 is compared with the whole history and with the earlier documents of its own batch.
-Persistence (snapshot + journal in the artifact store) lives in `dedup_store`.
+Persistence (snapshot + journal in the artifact store) lives in `tasks.dedup.store`.
 
 Per entry the index holds its signature, exact key and UTF-8 doc id in `MappedArray`s, and its lookup
 keys (the first 8 bytes of the exact key, and one key per LSH band) in one `KeyTable`: about 0.7 kB
@@ -20,7 +20,7 @@ import numpy as np
 
 from tasks.dedup.key_table import KeyTable
 from tasks.dedup.mapped_array import MappedArray
-from tasks.dedup.minhash import band_keys, jaccard_estimate, optimal_bands
+from tasks.dedup.minhash import band_keys, containment_estimate, jaccard_estimate, optimal_bands
 
 KEY_BYTES = 16
 _KEY_CHUNK_ROWS = 4096  # rows whose keys `add_many` computes at once (a transient of 8 bytes per signature value)
@@ -38,6 +38,8 @@ class DedupDecision:
     # doc id of the earlier document it duplicates, and the estimated Jaccard similarity.
     duplicate_of: str | None = None
     similarity: float = 0.0
+    # estimated share of this document's shingles found in that document (set when containment decided it).
+    containment: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,10 +66,18 @@ def _read_only(view: np.ndarray) -> np.ndarray:
 class DedupIndex:
     """Exact and near-duplicate lookup over every entry added so far."""
 
-    def __init__(self, num_perm: int, threshold: float) -> None:
+    def __init__(self, num_perm: int, threshold: float, containment_threshold: float | None = None,
+                 bands: int | None = None, rows: int | None = None) -> None:
+        """The LSH layout is `bands` x `rows` (`bands` None: all the signature holds; `rows` None: `optimal_bands`
+        for the threshold); a document whose shingles are at least `containment_threshold` contained in a
+        candidate's is a near duplicate too (None: off)."""
         self.num_perm = num_perm
         self.threshold = threshold
-        self.bands, self.rows = optimal_bands(threshold, num_perm)
+        self.containment_threshold = containment_threshold
+        self.bands, self.rows = (bands or num_perm // rows, rows) if rows else optimal_bands(threshold, num_perm)
+        if not 1 <= self.bands * self.rows <= num_perm:
+            raise ValueError(f"{self.bands} LSH bands of {self.rows} rows need {self.bands * self.rows} signature "
+                             f"values; signatures have {num_perm}")
         self._sigs = MappedArray(np.uint32, (num_perm,))
         self._exact_keys = MappedArray(np.uint8, (KEY_BYTES,))
         self._id_offsets = MappedArray(np.int64)
@@ -120,19 +130,26 @@ class DedupIndex:
         return decisions
 
     def _verify(self, key: np.ndarray, sig: np.ndarray, candidates: list[int]) -> DedupDecision:
-        """The same exact key makes an exact duplicate, else the most similar signature at or above the threshold
-        (the earliest entry among equals) a near one."""
+        """The same exact key makes an exact duplicate; else the most similar signature at or above the threshold
+        (the earliest entry among equals) a near one; else, with containment on, the candidate that contains the
+        most of this document, when that share reaches `containment_threshold`."""
         if not candidates:
             return DedupDecision(Verdict.UNIQUE)
         entries = np.unique(candidates)
         exact = np.flatnonzero((self._exact_keys.data[entries] == key).all(axis=1))
         if len(exact):
             return DedupDecision(Verdict.EXACT, self._doc_id(int(entries[exact[0]])), 1.0)
-        similarities = jaccard_estimate(self._sigs.data[entries], sig)
+        sigs = self._sigs.data[entries]
+        similarities = jaccard_estimate(sigs, sig)
         best = int(np.argmax(similarities))
-        similarity = float(similarities[best])
-        if similarity >= self.threshold:
-            return DedupDecision(Verdict.NEAR, self._doc_id(int(entries[best])), similarity)
+        if similarities[best] >= self.threshold:
+            return DedupDecision(Verdict.NEAR, self._doc_id(int(entries[best])), float(similarities[best]))
+        if self.containment_threshold is not None:
+            contained = containment_estimate(sig, sigs)
+            best = int(np.argmax(contained))
+            if contained[best] >= self.containment_threshold:
+                return DedupDecision(Verdict.NEAR, self._doc_id(int(entries[best])), float(similarities[best]),
+                                     float(contained[best]))
         return DedupDecision(Verdict.UNIQUE)
 
     def add_many(self, entries: Entries) -> None:

@@ -79,6 +79,19 @@ def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.count_nonzero(a == b, axis=-1) / a.shape[-1]
 
 
+def containment_estimate(sig: np.ndarray, others: np.ndarray, min_positions: int = 16) -> np.ndarray:
+    """Estimated share of the shingles of `sig`'s document found in each of `others`' documents.
+
+    At a position where A's minimum is at most B's, the minimum of A | B lies in A (probability |A| / |A | B|);
+    where they are equal it lies in A & B (probability J). The equal positions over the positions where A's value
+    is the smaller estimate |A & B| / |A|, from the signatures alone. Fewer than `min_positions` such positions (A
+    much smaller than B) are too few to estimate from: 0.
+    """
+    equal = np.count_nonzero(others == sig, axis=-1)
+    smaller = np.count_nonzero(sig <= others, axis=-1)
+    return np.where(smaller >= min_positions, equal / np.maximum(smaller, 1), 0.0)
+
+
 @functools.cache
 def _band_multipliers(bands: int, rows: int) -> np.ndarray:
     rng = np.random.Generator(np.random.PCG64(0xBA5D))

@@ -121,7 +121,8 @@ class DedupStore:
 
     def load(self, is_committed: Callable[[str], bool]) -> DedupIndex:
         """The index of everything ever accepted, replaying journals of committed batches."""
-        index = DedupIndex(self.cfg.num_perm, self.cfg.near_duplicate_threshold)
+        index = DedupIndex(self.cfg.num_perm, self.cfg.near_duplicate_threshold, self.cfg.containment_threshold,
+                           self.cfg.lsh_bands, self.cfg.lsh_rows)
         self.batches = []
         if self.artifacts.exists(SNAPSHOT_KEY):
             header = _load_npz(self.artifacts, SNAPSHOT_KEY, index, self._check_params)

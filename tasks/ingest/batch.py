@@ -114,6 +114,8 @@ class BatchSpool:
         if decision is not None and decision.duplicate_of is not None:
             entry["duplicate_of"] = DocRef.decode(decision.duplicate_of).to_dict()
             entry["similarity"] = round(decision.similarity, 4)
+            if decision.containment is not None:  # decided by containment: this share of it is in its twin
+                entry["containment"] = round(decision.containment, 4)
         self._rejected.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self.rejected_count += 1
 
@@ -149,5 +151,5 @@ def removal_row(entry: dict[str, Any]) -> dict[str, Any]:
         "reason": entry["reason"], "detail": entry.get("detail"),
         "rule": rule.get("rule"), "score": rule.get("score"), "bound_min": rule.get("min"), "bound_max": rule.get("max"),
         "twin_batch_id": twin.get("batch_id"), "twin_shard": twin.get("shard"), "twin_position": twin.get("position"),
-        "twin_doc_id": twin.get("id"), "similarity": entry.get("similarity"),
+        "twin_doc_id": twin.get("id"), "similarity": entry.get("similarity"), "containment": entry.get("containment"),
     }

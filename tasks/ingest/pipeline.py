@@ -1,8 +1,11 @@
 """The ingest pipeline as named steps: `run_ingest` = lock -> steps 0..7 below, each a plain function.
 
-The nightly flow may call the steps one by one as Prefect tasks (`tasks.ingest.prefect_tasks`); it must
-hold `ingest_lock` around all of them (in the flow's process: the tasks of one flow run share it) and
-call `StagedBatch.discard` at the end. Inputs and outputs:
+The nightly flow may call the steps one by one as Prefect tasks (`tasks.ingest.prefect_tasks`, with
+`ingest_shards` below as the model of their order); it must hold `ingest_lock` around all of them (in the flow's
+process: the tasks of one flow run share it, so they must run in that process, e.g. Prefect's default
+thread-pool task runner) and call `StagedBatch.discard` at the end. Inputs and outputs:
+
+- `plan_shards(runtime, source_uri=None, all_drops=) -> ShardPlan`: the source and its shards in order.
 
 0. `load_dedup_index(runtime) -> DedupState`: closes batches a crashed ingest left running; the dedup
    index of everything accepted so far (staging.py).
@@ -68,6 +71,8 @@ from tasks.ingest.staging import (
     StagedBatch,
     assess_and_deduplicate,
     load_dedup_index,
+    sample_source_dir,
+    source_config,
     work_dir,
 )
 from tasks.quality.drift import jensen_shannon
@@ -114,11 +119,6 @@ class IngestResult:
         return asdict(self)
 
 
-def sample_source_dir(runtime: Runtime) -> Path:
-    configured = runtime.settings.data.sample_source_dir
-    return Path(configured).expanduser() if configured else runtime.settings.workspace / "sample-source"
-
-
 def ensure_sample_source(runtime: Runtime) -> Path:
     """The sample source folder, written on first use."""
     folder = sample_source_dir(runtime)
@@ -127,8 +127,25 @@ def ensure_sample_source(runtime: Runtime) -> Path:
     return folder
 
 
-def _select_shards(shards: list[ShardRef], drop_mode: bool) -> list[ShardRef]:
-    return sorted(shards, key=lambda s: (s.drop, s.name)) if drop_mode else shards
+@dataclass
+class ShardPlan:
+    """The source of a batch and its shards in processing order; `drop_mode`: take only the next sample drop."""
+
+    source: Source
+    shards: list[ShardRef]
+    drop_mode: bool
+
+
+def plan_shards(runtime: Runtime, source_uri: str | None = None, *, all_drops: bool = False,
+                s3_client: Any | None = None) -> ShardPlan:
+    """The shards a run looks at: every shard of `source_uri`, or of the sample source (written on first use),
+    one drop at a time unless `all_drops`. Which of them are new is decided while staging."""
+    drop_mode = source_uri is None and not all_drops
+    if source_uri is None:
+        source_uri = str(ensure_sample_source(runtime))
+    source = open_source(source_uri, s3_client=s3_client, spool_dir=work_dir(runtime))
+    shards = source.list_shards()
+    return ShardPlan(source, sorted(shards, key=lambda s: (s.drop, s.name)) if drop_mode else shards, drop_mode)
 
 
 def run_ingest(
@@ -142,13 +159,9 @@ def run_ingest(
 ) -> IngestResult:
     """Ingest the new shards of a source into one batch; see the module docstring for the rules."""
     started = time.perf_counter()
-    drop_mode = source_uri is None and not all_drops
     with ingest_lock(runtime) as confirm_lock:
-        if source_uri is None:
-            source_uri = str(ensure_sample_source(runtime))
-        source = open_source(source_uri, s3_client=s3_client, spool_dir=work_dir(runtime))
-        shards = _select_shards(source.list_shards(), drop_mode)
-        return ingest_shards(runtime, source, shards, confirm_lock, drop_mode=drop_mode,
+        plan = plan_shards(runtime, source_uri, all_drops=all_drops, s3_client=s3_client)
+        return ingest_shards(runtime, plan.source, plan.shards, confirm_lock, drop_mode=plan.drop_mode,
                              new_tokenizer=new_tokenizer, progress=progress, started=started)
 
 
@@ -268,8 +281,8 @@ def gate_batch(runtime: Runtime, staged: StagedBatch) -> GateOutcome:
     if staged.read == 0:
         return outcome
     t0 = time.perf_counter()
-    outcome.result = run_gate(runtime.settings.workspace, runtime.settings.data, staged.spool.documents.path,
-                              outcome.figures, staged.label)
+    outcome.result = run_gate(runtime.settings.workspace, source_config(runtime, staged.source_uri),
+                              staged.spool.documents.path, outcome.figures, staged.label)
     staged.timings["gate_s"] = time.perf_counter() - t0
     outcome.data_docs_key = _upload_data_docs(runtime, outcome.result, staged.label)
     return outcome

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmforge_core.config.data import DataConfig
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.models import BatchStatus
 from lmforge_core.runtime import Runtime
@@ -29,6 +30,16 @@ from tasks.ingest.records import ShardError
 from tasks.ingest.sources import ShardRef, Source
 
 Progress = Callable[[str, int, int], None]
+
+
+def sample_source_dir(runtime: Runtime) -> Path:
+    configured = runtime.settings.data.sample_source_dir
+    return Path(configured).expanduser() if configured else runtime.settings.workspace / "sample-source"
+
+
+def source_config(runtime: Runtime, source_uri: str) -> DataConfig:
+    """The data settings an ingest of `source_uri` runs with: the source's own filter profile in effect."""
+    return runtime.settings.data.for_source(source_uri, str(sample_source_dir(runtime).resolve()))
 
 
 def work_dir(runtime: Runtime) -> Path:
@@ -151,7 +162,7 @@ def _stage_shard(runtime: Runtime, source: Source, shard: ShardRef, staged: Stag
             seen[fetched.sha256] = shard.name
             _new_batch(runtime, staged, shard)
             assert staged.batch_id is not None
-            process_shard(fetched.path, tally, runtime.settings.data, assessors, index, staged.spool,
+            process_shard(fetched.path, tally, assessors.cfg, assessors, index, staged.spool,
                           staged.batch_id, staged.dedup_counts)
     except ShardError as exc:  # the shard could not even be fetched (S3 errors, unreadable file)
         tally.status, tally.error_reason, tally.error = "failed", exc.reason.value, exc.detail
@@ -167,7 +178,7 @@ def assess_and_deduplicate(runtime: Runtime, source: Source, shards: list[ShardR
 
     The caller owns the returned batch's local files (`StagedBatch.discard`); on an error they are removed here.
     """
-    cfg = runtime.settings.data
+    cfg = source_config(runtime, source.uri)
     spool_dir = work_dir(runtime) / f"ingest-{uuid.uuid4().hex[:12]}"
     spool = BatchSpool(spool_dir, spool_dir / "documents.sqlite", cfg.quarantine_excerpt_chars,
                        cfg.gate.length_histogram_bins, cfg.gate.token_histogram_buckets)

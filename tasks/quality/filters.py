@@ -13,8 +13,11 @@ import numpy as np
 
 from lmforge_core.config.data import FilterThresholds
 
-_BULLETS = ("•", "‣", "◦", "▪", "·", "-", "*", "\u2013")
+# a bullet is a bullet character followed by whitespace: ``- item`` and ``• item`` are, ``--port=N``, ``-v`` and
+# ``*args`` are not.
+_BULLET = re.compile(r"[•‣◦▪·*\-\u2013\u2014]\s")
 _ELLIPSES = ("...", "…")
+_LINE_RATIOS = ("bullet_line_fraction", "ellipsis_line_fraction", "dup_line_fraction", "dup_line_char_fraction")
 
 
 _P = np.uint64(0x100000001B3)
@@ -78,23 +81,20 @@ def repetition_scores(words: list[str], top_ns: list[int], dup_ns: list[int]) ->
     return scores
 
 
-def line_scores(text: str) -> dict[str, float]:
-    """Bullet, ellipsis and duplicate-line fractions over the non-empty lines."""
+def line_scores(text: str, min_lines: int = 1) -> dict[str, float]:
+    """Line count, and bullet, ellipsis and duplicate-line fractions over the non-empty lines; the fractions are 0
+    for a document of fewer than `min_lines` lines (a ratio over one or two lines says nothing)."""
     lines = [line.strip() for line in text.split("\n")]
     lines = [line for line in lines if line]
-    if not lines:
-        return {
-            "bullet_line_fraction": 0.0,
-            "ellipsis_line_fraction": 0.0,
-            "dup_line_fraction": 0.0,
-            "dup_line_char_fraction": 0.0,
-        }
+    if len(lines) < min_lines or not lines:
+        return {"line_count": float(len(lines)), **dict.fromkeys(_LINE_RATIOS, 0.0)}
     counts = Counter(lines)
     dup_lines = sum(c - 1 for c in counts.values() if c > 1)
     dup_chars = sum(len(line) * (c - 1) for line, c in counts.items() if c > 1)
     total_chars = sum(len(line) for line in lines) or 1
     return {
-        "bullet_line_fraction": sum(line.startswith(_BULLETS) for line in lines) / len(lines),
+        "line_count": float(len(lines)),
+        "bullet_line_fraction": sum(_BULLET.match(line) is not None for line in lines) / len(lines),
         "ellipsis_line_fraction": sum(line.endswith(_ELLIPSES) for line in lines) / len(lines),
         "dup_line_fraction": dup_lines / len(lines),
         "dup_line_char_fraction": dup_chars / total_chars,
@@ -116,7 +116,7 @@ def score_document(text: str, thresholds: FilterThresholds) -> dict[str, float]:
         "non_alnum_fraction": non_alnum / non_space if non_space else 1.0,
         "longest_word": float(max(map(len, words), default=0)),
     }
-    scores.update(line_scores(text))
+    scores.update(line_scores(text, thresholds.min_lines_for_line_ratios))
     scores.update(
         repetition_scores(
             words,

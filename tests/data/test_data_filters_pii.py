@@ -7,7 +7,7 @@ import pytest
 from lmforge_core.config.data import FilterThresholds
 from tasks.quality.cleaning import clean_text, dedup_normal_form
 from tasks.quality.filters import bounds, failed_filters, score_document
-from tasks.quality.pii import luhn_valid, redact_pii
+from tasks.quality.pii import iban_valid, luhn_valid, redact_pii
 
 T = FilterThresholds()
 CHECKS = bounds(T)
@@ -73,6 +73,15 @@ def test_filter_bounds_come_from_the_config(make_prose) -> None:
         ("card 4111 1111 1111 1111 charged", "credit_card", "<CREDIT_CARD>"),
         ("card 5500-0000-0000-0004 charged", "credit_card", "<CREDIT_CARD>"),
         ("amex 378282246310005 charged", "credit_card", "<CREDIT_CARD>"),
+        ("It was charged to 4111 1111 1111 1111.", "credit_card", "<CREDIT_CARD>"),
+        ('the card ("4111-1111-1111-1111") was', "credit_card", "<CREDIT_CARD>"),
+        ("card 4111 1111 1111 1111 2024 expires", "credit_card", "<CREDIT_CARD>"),
+        ("SSN: 078-05-1120.", "ssn", "<SSN>"),
+        ("pay to DE89 3704 0044 0532 0130 00, please", "iban", "<IBAN>"),
+        ("IBAN GB82WEST12345698765432.", "iban", "<IBAN>"),
+        ("[10.0.0.1]:8080 answered", "ipv4", "<IP_ADDRESS>"),
+        ("IP:2001:db8::1; down", "ipv6", "<IP_ADDRESS>"),
+        ("(mail <jane@example.org>).", "email", "<EMAIL>"),
     ],
 )
 def test_pii_is_redacted_and_counted(text: str, kind: str, placeholder: str) -> None:
@@ -93,6 +102,9 @@ def test_pii_is_redacted_and_counted(text: str, kind: str, placeholder: str) -> 
         "999.1.1.1 is not an address and neither is 1.2.3.4.5",
         "use @decorator syntax; user@localhost has no domain",
         "ISBN 978-3-16-148410-0 and order number 20240115",
+        "SSA never issues 000-12-3456, 666-12-3456, 900-12-3456, 123-00-4567 or 123-45-0000",
+        "DE89 3704 0044 0532 0130 01 has a wrong check digit; XX89 3704 0044 0532 0130 00 no country",
+        "uuid 123e4567-e89b-12d3-a456-426614174000 at 0x7ffd5c3a1b20 on port :8080 (localhost:8080).",
     ],
 )
 def test_text_that_must_not_be_redacted_is_left_alone(text: str) -> None:
@@ -101,13 +113,59 @@ def test_text_that_must_not_be_redacted_is_left_alone(text: str) -> None:
     assert sum(counts.values()) == 0
 
 
-def test_luhn() -> None:
+def test_luhn_and_iban_checks() -> None:
     assert luhn_valid("4111111111111111")
     assert not luhn_valid("4111111111111112")
+    assert iban_valid("DE89370400440532013000") and iban_valid("NO9386011117947")
+    assert not iban_valid("DE89370400440532013001")  # check digits
+    assert not iban_valid("DE8937040044053201300")  # Germany's length is 22
 
 
 def test_several_kinds_in_one_text_are_counted_separately() -> None:
     text = "a@b.io, c@d.org, 10.0.0.1, +1 415 555 2671 and 4111111111111111"
     redacted, counts = redact_pii(text)
-    assert counts == {"email": 2, "credit_card": 1, "ipv6": 0, "ipv4": 1, "phone": 1}
+    assert counts == {"email": 2, "iban": 0, "credit_card": 1, "ssn": 0, "ipv6": 0, "ipv4": 1, "phone": 1}
     assert "@" not in redacted and "10.0.0.1" not in redacted
+
+
+def test_a_failed_filter_explains_its_rule_score_and_bound() -> None:
+    from lmforge_core.metadata.removal_repository import describe_removal
+    from tasks.ingest.batch import removal_row
+
+    checks = {b.name: b for b in CHECKS}
+    listy = "\n".join(f"- item {i} of the list" for i in range(60))
+    scores = score_document(clean_text(listy), T)
+    assert "bullet_line_fraction" in failed_filters(scores, CHECKS)
+    why = checks["bullet_line_fraction"].explain(scores)
+    assert why == {"rule": "bullet_line_fraction", "score": 1.0, "min": None, "max": T.max_bullet_line_fraction}
+    row = removal_row({"shard": "s.jsonl", "position": 4, "id": "x", "reason": "filter:bullet_line_fraction",
+                       "filter": why})
+    assert describe_removal(row) == f"filter bullet_line_fraction: score 1 is above the maximum {T.max_bullet_line_fraction:g}"
+    short = score_document("a few words only", T)
+    assert checks["word_count"].explain(short) == {"rule": "word_count", "score": 4.0, "min": T.min_words,
+                                                   "max": T.max_words}
+
+
+def test_a_twin_reference_round_trips_and_old_references_still_name_their_batch() -> None:
+    from tasks.ingest.records import DocRef
+
+    ref = DocRef(3, "day-1/part:0.jsonl", 12, 'id with "quotes", [brackets] and :colons')
+    assert DocRef.decode(ref.encode()) == ref
+    assert DocRef.decode(DocRef(4, "a.jsonl", 1, None).encode()).to_dict() == {
+        "batch_id": 4, "shard": "a.jsonl", "position": 1, "id": None}
+    assert DocRef.decode("batch-7:doc:with:colons") == DocRef(7, None, None, "doc:with:colons")  # before twins had shards
+    assert DocRef.decode("legacy") == DocRef(None, None, None, "legacy")
+
+
+def test_a_duplicate_removal_reads_as_a_sentence_naming_its_twin() -> None:
+    from lmforge_core.metadata.removal_repository import describe_removal
+    from tasks.ingest.batch import removal_row
+
+    twin = {"batch_id": 3, "shard": "day-2/a.jsonl", "position": 17, "id": "X"}
+    near = removal_row({"shard": "b.jsonl", "position": 1, "id": "y", "reason": "near_duplicate",
+                        "duplicate_of": twin, "similarity": 0.9134})
+    assert describe_removal(near) == "near duplicate: 91% like document X (day-2/a.jsonl #17) of batch 3"
+    excerpt = removal_row({"shard": "b.jsonl", "position": 2, "id": "z", "reason": "near_duplicate",
+                           "duplicate_of": twin, "similarity": 0.42, "containment": 0.97})
+    assert describe_removal(excerpt) == ("near duplicate: 97% of it is contained in document X (day-2/a.jsonl #17) "
+                                         "of batch 3 (42% alike as a whole)")

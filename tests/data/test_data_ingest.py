@@ -275,3 +275,41 @@ def test_worker_processes_decide_exactly_like_one_process(tmp_path, data_runtime
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][1] == {"exact_duplicate": 1, "filter:word_count": 1, "invalid_json": 1}
     assert len(outcomes[0][2]) == 30
+
+
+def test_every_removal_is_explained_in_the_cli_json_the_store_and_the_quarantine(
+        tmp_path, data_runtime_factory, make_prose, jsonl_writer, monkeypatch) -> None:
+    """A filtered document names the rule, its score and the bound; a duplicate its twin in the same batch;
+    a malformed record its parse error. `lmforge ingest --json`, the store and the quarantine file agree."""
+    from flows.cli import app
+
+    rt = data_runtime_factory()
+    records = docs(make_prose, range(6))
+    jsonl_writer(tmp_path / "src" / "part.jsonl",
+                 [*records, {"id": "short", "text": "only four words here"}, records[2] | {"id": "again"}, '{"broken": '])
+    for name, value in {"WORKSPACE": str(rt.settings.workspace), "DATA__WORKERS": "1", "DATA__GATE__MIN_ROWS": "3",
+                        "DATA__TOKENIZER__VOCAB_SIZE": "400"}.items():
+        monkeypatch.setenv(f"LMFORGE_{name}", value)
+    out = CliRunner().invoke(app, ["ingest", str(tmp_path / "src"), "--json"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert result["removals_recorded"] == 3
+    listed = {r["doc_id"]: r for r in result["removals"]}
+    short, again, broken = listed["short"], listed["again"], listed[None]
+    assert (short["reason"], short["rule"], short["score"], short["bound_min"]) == ("filter:word_count", "word_count",
+                                                                                    4.0, 50)
+    assert short["explanation"] == "filter word_count: score 4 is below the minimum 50"
+    assert (again["twin_batch_id"], again["twin_shard"], again["twin_position"], again["twin_doc_id"],
+            again["similarity"]) == (result["batch_id"], "part.jsonl", 3, "d2", 1.0)
+    assert again["explanation"] == f"exact duplicate: the same text as document d2 (part.jsonl #3) of batch " \
+                                   f"{result['batch_id']}"
+    assert broken["reason"] == "invalid_json" and broken["explanation"].startswith("invalid json: ")
+    with rt.metadata.session() as session:
+        stored = [removal_repo.removal_dict(r) for r in removal_repo.list_removals(session, result["batch_id"])]
+        assert removal_repo.count_removals(session, result["batch_id"]) == {
+            "filter:word_count": 1, "exact_duplicate": 1, "invalid_json": 1}
+    assert sorted(stored, key=lambda r: r["position"]) == sorted(
+        ({k: v for k, v in r.items() if k != "explanation"} | {"batch_id": result["batch_id"]}
+         for r in result["removals"]), key=lambda r: r["position"])
+    [filtered] = [q for q in quarantined(rt, result["quarantine_keys"][0]) if q["id"] == "short"]
+    assert filtered["filter"] == {"rule": "word_count", "score": 4.0, "min": 50, "max": 100_000}

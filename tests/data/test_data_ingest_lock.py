@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event, func, select
 from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.cli.common import CliError
 from lmforge_core.metadata import repository as repo
-from tasks.ingest.ingest_lock import IngestLockedError, IngestLockLostError, ingest_lock
+from lmforge_core.metadata.models import DatasetVersion, DocumentRemoval, SourceShard, TokenizerVersion, Validation
+from tasks.ingest.ingest_lock import IngestLockedError, IngestLockLostError
 from tasks.ingest.pipeline import run_ingest
 from tasks.ingest.retry import retry_batch
 
@@ -118,21 +120,57 @@ def test_a_second_ingest_is_refused_while_one_runs_and_nothing_is_lost(
     assert statuses(rt) == ["accepted", "accepted", "failed"]  # the dead holder's batch, closed as abandoned
 
 
-def test_a_lost_postgresql_lock_is_noticed_before_anything_is_committed(data_runtime_factory, fresh_postgres_url):
-    """The session holding the advisory lock is killed (as a network drop or a server restart would): the
-    ingest that held it must not commit, because a second one can now take the lock."""
+def terminate_the_lock_session(database: str) -> None:
+    """End the advisory lock's session from another connection, as a network drop or a server restart would."""
     import psycopg
 
-    rt = data_runtime_factory(database_url=fresh_postgres_url)
-    with ingest_lock(rt) as confirm:
-        confirm()  # held: nothing raised
-        database = rt.metadata.engine.url.database
-        with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={database}", autocommit=True) as admin:
-            killed = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name LIKE 'lmforge ingest pid %%' AND datname = current_database()").fetchall()
-        assert killed == [(True,)]
-        with pytest.raises(IngestLockLostError, match="nothing of this batch was committed"):
-            confirm()
-        with ingest_lock(rt):  # the lock really is free for another ingest now
-            pass
+    with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={database}", autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'lmforge ingest pid %%' AND datname = current_database()").fetchall()
+    assert killed == [(True,)]
+
+
+def recorded(rt) -> dict[str, int]:
+    with rt.metadata.session() as session:
+        return {model.__name__: session.scalar(select(func.count()).select_from(model))
+                for model in (SourceShard, DatasetVersion, TokenizerVersion, Validation, DocumentRemoval)}
+
+
+@pytest.mark.parametrize("when", ["mid-batch", "in-the-commit-transaction"])
+@pytest.mark.parametrize("outcome", ["accepted", "quarantined"])
+def test_a_lost_postgresql_lock_commits_nothing_of_the_batch(
+        outcome, when, tmp_path, data_runtime_factory, fresh_postgres_url, make_prose, jsonl_writer) -> None:
+    """A real batch loses its lock: while its shards are processed, or inside the commit transaction (after the
+    first check passed). Whichever branch it takes (accept, or quarantine by the gate), nothing of it is
+    committed, and the next ingest takes all of its records again."""
+    gate = {"min_rows": 3} if outcome == "accepted" else {"min_rows": 3, "max_reject_rate": 0.1}
+    rt = data_runtime_factory(database_url=fresh_postgres_url, gate=gate)
+    src = tmp_path / "src"
+    jsonl_writer(src / "part-0.jsonl", [{"id": f"a{s}", "text": make_prose(s)} for s in range(4)])
+    jsonl_writer(src / "part-1.jsonl", [*({"id": f"b{s}", "text": make_prose(s)} for s in range(4, 8)),
+                                        {"id": "short", "text": "too short to pass the filters"}])
+    database = rt.metadata.engine.url.database
+
+    def lose_the_lock_mid_batch(name: str, i: int, total: int) -> None:
+        if when == "mid-batch" and i == 1:  # the first shard is assessed and staged in the dedup index
+            terminate_the_lock_session(database)
+
+    def lose_the_lock_in_the_commit(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("UPDATE DATA_BATCHES"):  # finish_batch, inside the transaction
+            terminate_the_lock_session(database)
+
+    if when == "in-the-commit-transaction":
+        event.listen(rt.metadata.engine, "before_cursor_execute", lose_the_lock_in_the_commit)
+    with pytest.raises(IngestLockLostError, match="nothing of this batch was committed"):
+        run_ingest(rt, str(src), progress=lose_the_lock_mid_batch)
+    if when == "in-the-commit-transaction":
+        event.remove(rt.metadata.engine, "before_cursor_execute", lose_the_lock_in_the_commit)
+
+    assert statuses(rt) == ["running"]  # neither accepted nor quarantined
+    assert recorded(rt) == dict.fromkeys(recorded(rt), 0)
+    again = run_once_the_lock_is_free(rt, src)  # closes the lost batch as abandoned
+    assert (again.status, again.records_read) == (outcome, 9)
+    assert again.rejected.get("exact_duplicate", 0) == 0  # nothing of the lost batch entered the dedup index
+    assert statuses(rt) == sorted([outcome, "failed"])
+    assert recorded(rt)["SourceShard"] == 2 and recorded(rt)["DocumentRemoval"] == 1

@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import hcl2
 import pytest
 from tf_invariants import MODULE_RULES, Module, check_module_calls, find_statements, first
 
 ROOT = Path(__file__).resolve().parents[2] / "infra" / "terraform"
 MODULE_DIRS = sorted({p.parent for p in ROOT.rglob("*.tf") if ".terraform" not in p.parts})
-ENVIRONMENTS = ("dev", "prod")
 
 
 @pytest.mark.parametrize("rule", MODULE_RULES, ids=lambda r: r.__name__)
@@ -38,13 +38,17 @@ def test_module_calls_match_module_variables(modules: dict[Path, Module]) -> Non
     assert not violations, "\n".join(map(str, violations))
 
 
-def module_call(modules: dict[Path, Module], env: str, name: str) -> dict:
-    return dict(modules[ROOT / "environments" / env].named("module"))[name]
+def module_call(modules: dict[Path, Module], name: str) -> dict:
+    return dict(modules[ROOT / "platform"].named("module"))[name]
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_environment_composes_every_module(env: str, modules: dict[Path, Module]) -> None:
-    called = {Path(body["source"]).name for _, body in modules[ROOT / "environments" / env].named("module")}
+def environment(env: str) -> dict:
+    """The values an environment gives the platform (its environment.tfvars)."""
+    return hcl2.loads((ROOT / "environments" / env / "environment.tfvars").read_text())
+
+
+def test_platform_composes_every_module(modules: dict[Path, Module]) -> None:
+    called = {Path(body["source"]).name for _, body in modules[ROOT / "platform"].named("module")}
     expected = {
         "network",
         "storage",
@@ -57,32 +61,39 @@ def test_environment_composes_every_module(env: str, modules: dict[Path, Module]
         "dashboard",
         "monitoring",
     }
-    assert expected <= called, f"{env} does not call {sorted(expected - called)}"
+    assert expected <= called, f"the platform does not call {sorted(expected - called)}"
 
 
-def test_prod_database_is_multi_az_with_longer_backups(modules: dict[Path, Module]) -> None:
-    prod, dev = module_call(modules, "prod", "database"), module_call(modules, "dev", "database")
+def test_platform_passes_the_environment_sizes_to_the_modules(modules: dict[Path, Module]) -> None:
+    """What the environment files size is what the modules get (no literal left in a module call)."""
+    assert module_call(modules, "database")["multi_az"] == "${var.database.multi_az}"
+    assert module_call(modules, "cluster")["gpu_node_group"] == "${var.gpu_node_group}"
+    assert module_call(modules, "network")["single_nat_gateway"] == "${var.single_nat_gateway}"
+    assert module_call(modules, "serving")["gpu"] == "${var.triton.gpu}"
+
+
+def test_prod_database_is_multi_az_with_longer_backups() -> None:
+    prod, dev = environment("prod")["database"], environment("dev")["database"]
     assert prod["multi_az"] is True
     assert dev["multi_az"] is False
     assert prod["backup_retention_days"] > dev["backup_retention_days"] >= 7
 
 
-def test_prod_is_sized_above_dev(modules: dict[Path, Module]) -> None:
-    prod, dev = module_call(modules, "prod", "cluster"), module_call(modules, "dev", "cluster")
+def test_prod_is_sized_above_dev() -> None:
+    prod, dev = environment("prod"), environment("dev")
     for group in ("cpu_node_group", "gpu_node_group"):
         assert prod[group]["max_size"] > dev[group]["max_size"], group
     assert dev["gpu_node_group"]["min_size"] == 0, "dev must release its GPU nodes when idle"
-    assert module_call(modules, "prod", "network")["single_nat_gateway"] is False
-    assert module_call(modules, "prod", "serving")["gpu"] is True
+    assert prod["single_nat_gateway"] is False
+    assert prod["triton"]["gpu"] is True
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_cluster_endpoint_is_private_by_default(env: str, modules: dict[Path, Module]) -> None:
+def test_cluster_endpoint_is_private_by_default(modules: dict[Path, Module]) -> None:
     """The API endpoint turns public only when admin networks are listed, and none are by default."""
-    call = module_call(modules, env, "cluster")
+    call = module_call(modules, "cluster")
     assert call["endpoint_public_access"] == "${length(var.cluster_admin_cidrs) > 0}"
     assert call["public_access_cidrs"] == "${var.cluster_admin_cidrs}"
-    env_variables = dict(modules[ROOT / "environments" / env].named("variable"))
+    env_variables = dict(modules[ROOT / "platform"].named("variable"))
     assert env_variables["cluster_admin_cidrs"]["default"] == []
     module_variables = dict(modules[ROOT / "modules" / "cluster"].named("variable"))
     assert module_variables["endpoint_public_access"]["default"] is False
@@ -96,9 +107,7 @@ def test_database_lives_in_private_subnets_with_deletion_protection(modules: dic
     assert instance["backup_retention_period"] == "${var.backup_retention_days}"
     ((_, subnets),) = database.of_type("aws_db_subnet_group")
     assert subnets["subnet_ids"] == "${var.private_subnet_ids}"
-    for env in ENVIRONMENTS:
-        call = module_call(modules, env, "database")
-        assert call["private_subnet_ids"] == "${module.network.private_subnet_ids}", env
+    assert module_call(modules, "database")["private_subnet_ids"] == "${module.network.private_subnet_ids}"
 
 
 # --- least privilege per workload -----------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Every .tf file parses, every module and local chart is complete, and the environments pin their
-versions and keep state remotely."""
+"""Every .tf file parses, every module and local chart is complete, the one platform configuration pins its
+versions and keeps state remotely, and every environment is only variable files over it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tf_invariants import Module
 ROOT = Path(__file__).resolve().parents[2] / "infra" / "terraform"
 TF_FILES = sorted(p for p in ROOT.rglob("*.tf") if ".terraform" not in p.parts)
 MODULE_DIRS = sorted(p for p in (ROOT / "modules").iterdir() if p.is_dir())
+PLATFORM = ROOT / "platform"
 ENVIRONMENTS = ("dev", "prod")
 MODULE_FILES = ("main.tf", "variables.tf", "outputs.tf", "README.md")
 PROVIDERS = ("aws", "helm", "kubernetes", "random", "tls")
@@ -40,33 +41,47 @@ def test_module_has_its_files(module_dir: Path) -> None:
     assert readme.startswith(f"# {module_dir.name}"), f"{module_dir.name}/README.md must start with its title"
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_environment_pins_terraform_and_providers(env: str) -> None:
-    versions = hcl2.loads((ROOT / "environments" / env / "versions.tf").read_text())
+def test_platform_pins_terraform_and_providers() -> None:
+    versions = hcl2.loads((PLATFORM / "versions.tf").read_text())
     terraform = versions["terraform"][0]
     assert re.fullmatch(r'">= 1\.1\d, < 2\.0"', terraform["required_version"]), terraform["required_version"]
     providers = terraform["required_providers"][0]
     for name in PROVIDERS:
         version = providers[name]["version"]
-        assert re.fullmatch(r'"~> \d+\.\d+"', version), f"{env}: provider {name} is not pinned (~> X.Y): {version}"
+        assert re.fullmatch(r'"~> \d+\.\d+"', version), f"provider {name} is not pinned (~> X.Y): {version}"
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_environment_keeps_state_in_s3_with_locking(env: str) -> None:
     env_dir = ROOT / "environments" / env
-    backend = hcl2.loads((env_dir / "backend.tf").read_text())["terraform"][0]["backend"][0]
-    assert list(backend) == ['"s3"'], f"{env} must keep its state in the S3 backend"
+    backend = hcl2.loads((PLATFORM / "backend.tf").read_text())["terraform"][0]["backend"][0]
+    assert list(backend) == ['"s3"'], "the platform must keep its state in the S3 backend"
     example = hcl2.loads((env_dir / "backend.hcl.example").read_text())
     assert example["use_lockfile"] is True and example["encrypt"] is True
     assert f"lmforge/{env}/" in example["key"]
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_environment_outputs_what_the_app_needs(env: str, modules: dict[Path, Module]) -> None:
-    outputs = dict(modules[ROOT / "environments" / env].named("output"))
+def test_platform_outputs_what_the_app_needs(modules: dict[Path, Module]) -> None:
+    outputs = dict(modules[PLATFORM].named("output"))
     for name in ("lmforge_database_url", "database_secret_arn", "lmforge_artifact_uri", "triton_url"):
-        assert name in outputs, f"{env} does not output {name}"
+        assert name in outputs, f"the platform does not output {name}"
     assert "postgresql+psycopg://" in (ROOT / "modules" / "database" / "outputs.tf").read_text()
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_environment_is_variable_files_only_and_sets_every_environment_variable(env: str,
+                                                                              modules: dict[Path, Module]) -> None:
+    """No module call is written per environment: an environment folder holds variable files, and its
+    environment.tfvars sets exactly the platform variables that have no default and are not account-specific."""
+    env_dir = ROOT / "environments" / env
+    assert not list(env_dir.glob("*.tf")), f"{env} holds Terraform code; environments are variable files only"
+    values = {k: v for k, v in hcl2.loads((env_dir / "environment.tfvars").read_text()).items() if not k.startswith("__")}
+    account = {k for k in hcl2.loads((env_dir / "terraform.tfvars.example").read_text()) if not k.startswith("__")}
+    variables = dict(modules[PLATFORM].named("variable"))
+    required = {name for name, body in variables.items() if "default" not in body}
+    assert set(values) | set(account) <= set(variables), f"{env} sets undeclared variables"
+    assert required <= set(values) | set(account), f"{env} leaves {sorted(required - set(values) - set(account))} unset"
+    assert values["environment"].strip('"') == env
 
 
 def test_no_output_carries_a_password(modules: dict[Path, Module]) -> None:

@@ -34,6 +34,7 @@ def upgrade() -> None:
     sa.Column('twin_position', sa.Integer(), nullable=True),
     sa.Column('twin_doc_id', sa.String(length=1024), nullable=True),
     sa.Column('similarity', sa.Float(), nullable=True),
+    sa.Column('containment', sa.Float(), nullable=True),
     sa.ForeignKeyConstraint(['batch_id'], ['data_batches.id'],
                             name=op.f('fk_document_removals_batch_id_data_batches'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_document_removals'))

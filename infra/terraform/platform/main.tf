@@ -1,11 +1,12 @@
-# lmforge, dev: the whole platform at the smallest useful size. Single NAT gateway, single-AZ
-# database, small CPU nodes, GPU nodes only while a training job runs, Triton on CPU.
+# lmforge: the whole platform, one configuration for every environment. What differs between
+# environments (sizes, zones, redundancy) comes from ../environments/<env>/environment.tfvars; the
+# account-specific values from ../environments/<env>/terraform.tfvars (see ../README.md, "Apply").
 
 locals {
-  name = "lmforge-dev"
+  name = "lmforge-${var.environment}"
   tags = {
     Project     = "lmforge"
-    Environment = "dev"
+    Environment = var.environment
     ManagedBy   = "terraform"
   }
 
@@ -15,23 +16,23 @@ locals {
 }
 
 module "network" {
-  source = "../../modules/network"
+  source = "../modules/network"
 
   name               = local.name
   cluster_name       = local.name
   availability_zones = var.availability_zones
-  single_nat_gateway = true
+  single_nat_gateway = var.single_nat_gateway
 }
 
 module "storage" {
-  source = "../../modules/storage"
+  source = "../modules/storage"
 
   name                              = local.name
-  noncurrent_version_retention_days = 7
+  noncurrent_version_retention_days = var.noncurrent_version_retention_days
 }
 
 module "cluster" {
-  source = "../../modules/cluster"
+  source = "../modules/cluster"
 
   name               = local.name
   vpc_id             = module.network.vpc_id
@@ -39,44 +40,32 @@ module "cluster" {
   admin_role_arns    = var.admin_role_arns
 
   # Private unless admin networks are listed (e.g. for the first apply, before a runner exists in
-  # the VPC); see ../../README.md.
+  # the VPC); see ../README.md.
   endpoint_public_access   = length(var.cluster_admin_cidrs) > 0
   public_access_cidrs      = var.cluster_admin_cidrs
   private_api_access_cidrs = concat([module.network.vpc_cidr_block], var.private_api_access_cidrs)
 
-  cpu_node_group = {
-    instance_types = ["m6i.xlarge"]
-    min_size       = 1
-    desired_size   = 2
-    max_size       = 3
-    disk_size_gb   = 50
-  }
-  gpu_node_group = {
-    instance_types = ["g5.xlarge"]
-    min_size       = 0
-    desired_size   = 0
-    max_size       = 1
-    disk_size_gb   = 150
-  }
+  cpu_node_group = var.cpu_node_group
+  gpu_node_group = var.gpu_node_group
 
 }
 
 module "database" {
-  source = "../../modules/database"
+  source = "../modules/database"
 
   name                       = local.name
   vpc_id                     = module.network.vpc_id
   private_subnet_ids         = module.network.private_subnet_ids
   allowed_security_group_ids = [module.cluster.security_group_id]
-  instance_class             = "db.t4g.medium"
-  allocated_storage_gb       = 20
-  max_allocated_storage_gb   = 100
-  multi_az                   = false
-  backup_retention_days      = 7
+  instance_class             = var.database.instance_class
+  allocated_storage_gb       = var.database.allocated_storage_gb
+  max_allocated_storage_gb   = var.database.max_allocated_storage_gb
+  multi_az                   = var.database.multi_az
+  backup_retention_days      = var.database.backup_retention_days
 }
 
 module "iam" {
-  source = "../../modules/iam"
+  source = "../modules/iam"
 
   name                        = local.name
   cluster_name                = module.cluster.name
@@ -91,10 +80,10 @@ module "iam" {
   database_kms_key_arn        = module.database.kms_key_arn
 }
 
-# --- Kubernetes stage (second apply, see ../../README.md) ---------------------------------------
+# --- Kubernetes stage (second apply, see ../README.md) ---------------------------------------
 
 module "addons" {
-  source = "../../modules/addons"
+  source = "../modules/addons"
 
   cluster_name       = module.cluster.name
   kubernetes_version = module.cluster.kubernetes_version
@@ -104,11 +93,12 @@ module "addons" {
 }
 
 module "monitoring" {
-  source = "../../modules/monitoring"
+  source = "../modules/monitoring"
 
   service_account         = module.iam.service_accounts["database-reader-monitoring"]
   region                  = var.region
-  prometheus_storage_size = "20Gi"
+  prometheus_storage_size = var.monitoring.prometheus_storage_size
+  prometheus_retention    = var.monitoring.prometheus_retention
   database = {
     address    = module.database.address
     port       = module.database.port
@@ -121,20 +111,20 @@ module "monitoring" {
 }
 
 module "serving" {
-  source = "../../modules/serving"
+  source = "../modules/serving"
 
   service_account      = module.iam.service_accounts["triton"]
   region               = var.region
   model_repository_uri = local.model_repository_uri
-  gpu                  = false
-  replicas             = 1
+  gpu                  = var.triton.gpu
+  replicas             = var.triton.replicas
 
   # Installed after the monitoring CRDs so its ServiceMonitor is created.
   depends_on = [module.monitoring]
 }
 
 module "orchestration" {
-  source = "../../modules/orchestration"
+  source = "../modules/orchestration"
 
   service_accounts = module.iam.service_accounts
   region           = var.region
@@ -149,17 +139,13 @@ module "orchestration" {
     url        = module.database.database_url
     secret_arn = module.database.master_user_secret_arn
   }
-  gpu_job = {
-    gpus   = 1
-    cpu    = "3"
-    memory = "12Gi"
-  }
+  gpu_job          = var.training_gpu_job
 
   depends_on = [module.addons]
 }
 
 module "dashboard" {
-  source = "../../modules/dashboard"
+  source = "../modules/dashboard"
 
   name            = local.name
   service_account = module.iam.service_accounts["database-reader-dashboard"]
@@ -168,6 +154,7 @@ module "dashboard" {
   hostname        = var.dashboard_hostname
   route53_zone_id = var.route53_zone_id
   allowed_cidrs   = var.dashboard_allowed_cidrs
+  replicas        = var.dashboard_replicas
   database = {
     url        = module.database.database_url
     secret_arn = module.database.master_user_secret_arn
