@@ -8,11 +8,15 @@ per-round ratios. Peak memory is the growth of the worker's resident set over it
 MFU counts every matmul (projections, attention scores and values, output head) against this machine's
 measured fp32 matmul peak (torch.mm 2048, best of 5).
 
+``ours-fused-off`` is our engine with ``fused_ops="off"`` (the plain autograd RMSNorm, SwiGLU and rotary
+ops instead of the hand-written CPU backward passes): its ratio to ``ours`` is the gain of those passes alone.
+
 On a CUDA GPU (``--device cuda``, the default where one is present) both run in bf16 mixed precision
 (ours: DeepSpeed's bf16 mode; HF: fp32 weights under ``torch.autocast``), MFU is against the GPU's
 nominal dense bf16 peak (`model.metrics.NOMINAL_GPU_PEAKS`) and peak memory is the CUDA allocator's.
 
     .venv/bin/python benchmarks/bench_train.py [--configs tiny 20m] [--rounds 5] [--steps 3]
+        [--variants hf ours ours-fused-off]
     .venv/bin/python benchmarks/bench_train.py --device cuda --configs 125m 1b --batch 8 --seq 2048
 """
 
@@ -127,6 +131,13 @@ def _sync(dev: str) -> None:
 
 def worker(variant: str, name: str, steps: int, batch: int, seq: int, warmup: int, dev: str) -> None:
     """Warm up, then run one timed round per ``run`` line on stdin; ``stop`` prints the memory figure."""
+    from model.fused_ops import use_fused_ops
+
+    with use_fused_ops("off" if variant.endswith("-fused-off") else "auto"):
+        _timed_rounds(variant, name, steps, batch, seq, warmup, dev)
+
+
+def _timed_rounds(variant: str, name: str, steps: int, batch: int, seq: int, warmup: int, dev: str) -> None:
     import torch
 
     step, base, cfg = _build(variant, name, batch, seq, dev)
@@ -167,10 +178,17 @@ def _read(proc: subprocess.Popen) -> dict:
     raise RuntimeError(f"benchmark worker exited with {proc.wait()}")
 
 
+def _ratio(ours: list[float], peer: list[float], name: str) -> str:
+    ratios = [o / p for o, p in zip(ours, peer, strict=True)]
+    return (f"  {max(ours) / max(peer):.2f}x {name} (best vs best), "
+            f"{statistics.median(ratios):.2f}x (median of per-round ratios)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["tiny", "20m"])
-    parser.add_argument("--variants", nargs="+", default=["hf", "ours"])
+    parser.add_argument("--variants", nargs="+", default=["hf", "ours", "ours-fused-off"],
+                        help="hf, ours, ours-fused-off, ours-no-deepspeed, ours-compiled-blocks")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant, taken in turn")
     parser.add_argument("--steps", type=int, default=3, help="training steps per timed round")
     parser.add_argument("--warmup", type=int, default=3)
@@ -219,10 +237,11 @@ def main() -> None:
             mfu = info["flops_per_token"] * best / peak
             line = f"  {variant:14s} {best:8.0f} tokens/s (best round)  MFU {mfu:5.1%}  peak +{memory[variant]:.0f} MiB"
             if "hf" in rounds and variant != "hf":
-                ratios = [o / h for o, h in zip(rounds[variant], rounds["hf"], strict=True)]
-                line += (f"  {best / max(rounds['hf']):.2f}x HF (best vs best), "
-                         f"{statistics.median(ratios):.2f}x (median of per-round ratios)")
+                line += _ratio(rounds[variant], rounds["hf"], "HF")
             print(line)
+        if "ours" in rounds and "ours-fused-off" in rounds:
+            print("  fused ops alone: ours (fused_ops=auto) vs ours-fused-off" + _ratio(rounds["ours"],
+                                                                                    rounds["ours-fused-off"], "off"))
 
 
 if __name__ == "__main__":

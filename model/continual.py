@@ -52,8 +52,10 @@ class Regularizer(nn.Module):
     def apply_to_partitions(self, model: Transformer) -> float:
         """ZeRO-3: add the penalty's gradient to this process's gradient slices; returns the global penalty.
 
-        Call after the backward of the last micro-batch of a step, before ``engine.step()``. A parameter's
-        flat element ``i`` lives on rank ``i // slice`` (the last slice zero-padded), as DeepSpeed partitions it.
+        Call after the backward of the last micro-batch of a step, before the optimizer. A parameter's flat
+        element ``i`` lives on rank ``i // slice``, as DeepSpeed partitions it; the last slices are padded to the
+        common size, and the padding (whose content is undefined) is neither counted nor given a gradient: only
+        the first ``anchor.numel()`` elements of a local slice are real.
         """
         import torch.distributed as dist
         from deepspeed.utils import safe_get_local_fp32_param, safe_get_local_grad, safe_set_local_grad
@@ -64,26 +66,24 @@ class Regularizer(nn.Module):
         with torch.no_grad():
             for i, name in enumerate(self.names):
                 param = params[name]
-                theta = safe_get_local_fp32_param(param)
+                theta = safe_get_local_fp32_param(param).reshape(-1)
                 if not self.sliced:  # keep only this process's slices: the whole tensors are a model copy each
                     start = rank * theta.numel()
                     for kind in ("anchor", "weight") if self.weighted else ("anchor",):
-                        whole = getattr(self, f"{kind}_{i}")
-                        setattr(self, f"{kind}_{i}", self._local_slice(whole, start, theta.numel()).to(theta).clone())
-                diff = theta - getattr(self, f"anchor_{i}")
+                        whole = getattr(self, f"{kind}_{i}").reshape(-1)
+                        setattr(self, f"{kind}_{i}", whole[start : start + theta.numel()].to(theta).clone())
+                anchor = getattr(self, f"anchor_{i}")
+                diff = theta[: anchor.numel()] - anchor
                 weighted = diff * getattr(self, f"weight_{i}") if self.weighted else diff
                 total += float((weighted * diff).sum())
                 grad = safe_get_local_grad(param)
-                safe_set_local_grad(param, grad + self.strength * weighted)
+                update = torch.zeros_like(theta)
+                update[: anchor.numel()] = self.strength * weighted
+                safe_set_local_grad(param, grad + update.view_as(grad))
         self.sliced = True
         if dist.is_initialized():
             dist.all_reduce(total)
         return 0.5 * self.strength * float(total)
-
-    @staticmethod
-    def _local_slice(full: torch.Tensor, start: int, size: int) -> torch.Tensor:
-        flat = full.reshape(-1)[start : start + size]
-        return torch.nn.functional.pad(flat, (0, size - flat.numel())) if flat.numel() < size else flat
 
     def save(self, path: Path) -> None:
         tensors = {f"anchor/{n}": getattr(self, f"anchor_{i}") for i, n in enumerate(self.names)}

@@ -196,3 +196,26 @@ def load_checkpoint(engine: Any, root: str, tag: str) -> dict[str, Any] | None:
                 state["step"] = step.clone()
             seen.add(id(step))
     return client
+
+
+def discard_gradients(engine: Any, accumulation_steps: int) -> None:
+    """Drop a half-accumulated step: every gradient buffer is emptied and the engine is at a step boundary.
+
+    ``engine.zero_grad()`` alone is not enough: ZeRO-1/2 keep the reduced gradients of earlier micro-batches
+    in their own accumulators (``all_grad_tensors``, the CPU-offload buffers) and count micro-steps apart from
+    the engine. This is what DeepSpeed does itself when an fp16 step overflows (``stage_1_and_2.step``).
+    """
+    engine.zero_grad()
+    opt = engine.optimizer
+    if hasattr(opt, "all_grad_tensors"):  # ZeRO stage 1 or 2
+        from deepspeed.runtime.zero.stage_1_and_2 import INITIAL_MICRO_STEP_ID
+
+        opt._release_preflattened_grad_buffers()
+        if opt.cpu_offload:
+            opt.reset_cpu_buffers()
+        for group in list(opt.all_grad_tensors):
+            opt.all_grad_tensors[group] = None
+        for group in list(opt.averaged_gradients):
+            opt.averaged_gradients[group] = None
+        opt.micro_step_id = INITIAL_MICRO_STEP_ID
+    engine.micro_steps = engine.global_steps * accumulation_steps

@@ -21,7 +21,14 @@ import torch
 from model.checkpointing import CheckpointManager, latest_tag, tag_for
 from model.continual import TrainModule, build_regularizer
 from model.data import DataMix
-from model.engine import create_engine, device, fit_micro_batch, init_distributed, resolve_precision
+from model.engine import (
+    create_engine,
+    device,
+    discard_gradients,
+    fit_micro_batch,
+    init_distributed,
+    resolve_precision,
+)
 from model.fused_ops import use_fused_ops
 from model.job import JobConfig
 from model.metrics import mfu, peak_flops
@@ -178,8 +185,7 @@ class Trainer:
         """Back to the newest verified checkpoint (weights, optimizer, schedule, RNG), past the bad data."""
         self.guard.check_rollback(latest_tag(self.checkpoints.root) is not None)
         tag, restored = self.checkpoints.rollback(self.engine)
-        self.engine.zero_grad()
-        self.engine.micro_steps = self.engine.global_steps * self.accum  # discard a half-accumulated step
+        discard_gradients(self.engine, self.accum)
         self.guard.rolled_back(LoopState(**restored))
         self.events.emit("rollback", to_step=self.loop.step, tag=tag, data_step=self.loop.data_step,
                          rollbacks=self.loop.rollbacks)

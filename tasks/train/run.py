@@ -299,6 +299,9 @@ def resume_training(runtime: Runtime, run_id: str, *, processes: int | None = No
         last = repo.latest_checkpoint(session, old.id)
         if last is None:
             raise TrainingError(f"run {run_id} recorded no checkpoint; start a new run instead")
+        if "job" not in old.config:
+            raise TrainingError(f"run {run_id} was recorded before runs kept their job configuration; "
+                                "it cannot be resumed: start a new run from its dataset instead")
         old_job = JobConfig.from_dict(old.config["job"])
         base_id, procs = old.base_model_version_id, processes or int(old.config.get("processes", 1))
         last_key = last.artifact_key

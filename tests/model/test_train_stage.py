@@ -13,7 +13,7 @@ from lmforge_core.metadata.models import RunStatus
 from lmforge_core.runtime import open_runtime
 from lmforge_core.settings import load_settings
 from model.hf_interop import export_hf
-from tasks.train.run import resume_training, run_training
+from tasks.train.run import TrainingError, resume_training, run_training
 
 TRAIN = {"network": "tiny", "steps": 4, "global_batch": 4, "micro_batch": 4, "checkpoint_every": 2,
          "keep_checkpoints": 2, "threads": 1, "warmup_steps": 1, "rewarm_steps": 1, "lr": 3e-3,
@@ -163,3 +163,28 @@ def test_cli_train_export_and_import(rt, tmp_path, monkeypatch):
 
     out = runner.invoke(app, ["train", "--from", str(tmp_path / "missing")])
     assert out.exit_code != 0
+
+
+@pytest.mark.slow
+def test_a_failing_training_process_is_recorded_with_its_own_error(tmp_path):
+    """The child's exception reaches the run record through torchelastic's error file (``@record``)."""
+    runtime = workspace_with_two_datasets(tmp_path, micro_batch=2, regularization="l2")
+    with pytest.raises(TrainingError, match="ValueError: l2 regularisation needs previous weights") as failure:
+        run_training(runtime, source="scratch", processes=2)
+    error_files = list((runtime.settings.workspace / "runs").glob("*/error-*.json"))
+    assert len(error_files) == 1 and "needs previous weights" in error_files[0].read_text()
+    assert "exited with code 1" in str(failure.value)
+    with runtime.metadata.session() as session:
+        run = repo.list_runs(session)[0]
+        assert run.status == RunStatus.FAILED and "needs previous weights" in run.error
+    runtime.metadata.dispose()
+
+
+def test_training_without_any_dataset_names_the_command_that_makes_one(tmp_path):
+    from flows.cli import app
+
+    runtime = open_runtime(load_settings(workspace=tmp_path / "ws", train=TRAIN))
+    with pytest.raises(TrainingError, match="run `lmforge ingest SOURCE` first"):
+        run_training(runtime, source="scratch")
+    assert "ingest" in {c.name or c.callback.__name__ for c in app.registered_commands}
+    runtime.metadata.dispose()

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +13,8 @@ from helpers import TINY, VOCAB, WINDOW, final_state, make_spec, max_diff, patte
 
 from lmforge_core.config.train import TrainConfig
 from model import checkpointing as ckpt
-from model.engine import deepspeed_config, fit_micro_batch, init_single_process, lr_multiplier
-from model.train_loop import train
+from model.engine import deepspeed_config, fit_micro_batch, init_distributed, init_single_process, lr_multiplier
+from model.train_loop import EventLog, Trainer, train
 from model.weights import load_model
 
 
@@ -124,20 +125,84 @@ def _spiky_dataset(root, bad_windows):
     write_dataset(root, "ds-000002", windows)
 
 
-def test_loss_spike_skips_the_step_and_repeated_spikes_roll_back(tmp_path):
+def _trainer(job):
+    """A Trainer of ``job`` in this world of one, stepped by the test (``train`` would run it to the end)."""
+    rank, world = init_distributed()
+    Path(job.run_dir).mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(job, rank, world, EventLog(Path(job.run_dir) / "events.jsonl", None))
+    trainer.engine.train()
+    return trainer
+
+
+def _state(trainer):
+    """Copies of everything a step changes: weights, optimizer moments and counts, schedule position."""
+    opt = getattr(trainer.engine.optimizer, "optimizer", trainer.engine.optimizer)
+    weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    moments = [{k: v.clone() for k, v in opt.state[p].items()} for g in opt.param_groups for p in g["params"]
+               if p in opt.state]
+    return weights, moments, trainer.engine.global_steps, trainer.engine.lr_scheduler.last_epoch
+
+
+def _assert_same_state(a, b):
+    assert a[2:] == b[2:]
+    assert a[0].keys() == b[0].keys() and all(torch.equal(a[0][k], b[0][k]) for k in a[0])
+    assert len(a[1]) == len(b[1]) > 0
+    for x, y in zip(a[1], b[1], strict=True):
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def test_loss_spike_skips_the_step_untouched_and_repeated_spikes_roll_back_weights_and_optimizer(tmp_path):
     root = tmp_path / "data"
     # global batch 1: step s reads sample s. Samples 30, 40, 41 are noise after the pattern is learnt.
     _spiky_dataset(root, [30, 40, 41])
     run = tmp_path / "run"
-    spec = make_spec(run, root, replay=False, steps=44, global_batch=1, micro_batch=1, checkpoint_every=10,
-                     spike_factor=1.7, rollback_after=2, lr=1e-2)
-    summary = train(spec)
+    trainer = _trainer(make_spec(run, root, replay=False, steps=44, global_batch=1, micro_batch=1,
+                                 checkpoint_every=10, spike_factor=1.7, rollback_after=2, lr=1e-2))
+    outcomes, at_checkpoint_30 = {}, None
+    while trainer.loop.step < 44:
+        data_step, before = trainer.loop.data_step, _state(trainer)
+        outcomes[data_step] = trainer.train_step()
+        if outcomes[data_step] == "skipped":  # nothing of the spike reached weights or optimizer
+            _assert_same_state(before, _state(trainer))
+        elif outcomes[data_step] == "rolled_back":  # back to exactly what step-000030 saved
+            _assert_same_state(at_checkpoint_30, _state(trainer))
+        elif trainer.loop.step == 30:
+            at_checkpoint_30 = _state(trainer)
+    assert {d: o for d, o in outcomes.items() if o != "step"} == {30: "skipped", 40: "skipped", 41: "rolled_back"}
     spikes, rollbacks = events(run, "spike"), events(run, "rollback")
     assert [e["data_step"] for e in spikes] == [30, 40, 41]
-    assert summary["spikes"] == 3 and summary["skipped_steps"] == 3 and summary["rollbacks"] == 1
+    assert trainer.loop.spikes == 3 and trainer.loop.skipped_steps == 3 and trainer.loop.rollbacks == 1
     assert rollbacks[0]["tag"] == "step-000030" and rollbacks[0]["to_step"] == 30
-    steps = events(run, "step")
-    assert all(math.isfinite(e["loss"]) for e in steps) and summary["step"] == 44
+    assert all(math.isfinite(e["loss"]) for e in events(run, "step"))
+
+
+def test_spike_after_some_micro_batches_rolls_back_and_discards_the_half_accumulated_gradient(tmp_path):
+    """Global batch 2 in micro-batches of 1 under ZeRO-2: data step 30's second micro-batch is noise, after the
+    first was back-propagated into the partitioned gradient buffers."""
+    root = tmp_path / "data"
+    _spiky_dataset(root, [2 * 30 + 1])
+    settings = dict(replay=False, steps=32, global_batch=2, micro_batch=1, checkpoint_every=7, spike_factor=1.7,
+                    lr=1e-2, zero_stage=2)
+    trainer = _trainer(make_spec(tmp_path / "run", root, **settings))
+    at_checkpoint_28 = None
+    while trainer.loop.data_step < 30:
+        assert trainer.train_step() == "step"
+        if trainer.loop.step == 28:
+            at_checkpoint_28 = _state(trainer)
+    assert trainer.train_step() == "rolled_back"
+    _assert_same_state(at_checkpoint_28, _state(trainer))
+    assert trainer.loop.step == 28 and trainer.loop.data_step == 31
+
+    # A run resumed from the same checkpoint at the same data position takes the same next step, bit for bit:
+    # no gradient of the withdrawn micro-batch survived the rollback.
+    fresh_dir = tmp_path / "fresh"
+    shutil.copytree(tmp_path / "run" / "checkpoints" / "step-000028", fresh_dir / "checkpoints" / "step-000028")
+    job = make_spec(fresh_dir, root, **settings)
+    job.resume_tag = "step-000028"
+    fresh = _trainer(job)
+    fresh.loop.data_step = trainer.loop.data_step
+    assert trainer.train_step() == "step" and fresh.train_step() == "step"
+    _assert_same_state(_state(trainer), _state(fresh))
 
 
 def test_l2_and_ewc_regularisation_pull_towards_the_previous_weights(tmp_path, data_root):
@@ -190,3 +255,15 @@ def test_micro_batch_is_fitted_to_the_process_count():
     assert fit_micro_batch(TrainConfig(global_batch=12, micro_batch=4), 2).micro_batch == 3
     with pytest.raises(ValueError, match="cannot be split over 3 processes"):
         fit_micro_batch(cfg, 3)
+
+
+def test_a_file_planted_in_a_checkpoint_is_refused_before_anything_is_loaded(tmp_path):
+    tag_dir = tmp_path / "checkpoints" / "step-000004"
+    (tag_dir / "weights").mkdir(parents=True)
+    (tag_dir / "mp_rank_00_model_states.pt").write_bytes(b"state")
+    (tag_dir / "weights" / "model.safetensors").write_bytes(b"weights")
+    ckpt.write_manifest(tag_dir, {"step": 4})
+    assert set(ckpt.verify(tag_dir)["files"]) == {"mp_rank_00_model_states.pt", "weights/model.safetensors"}
+    (tag_dir / "zero_pp_rank_1_mp_rank_00_optim_states.pt").write_bytes(b"not ours")
+    with pytest.raises(ckpt.CheckpointIntegrityError, match="zero_pp_rank_1_mp_rank_00_optim_states.pt"):
+        ckpt.verify(tag_dir)
