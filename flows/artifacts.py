@@ -47,7 +47,7 @@ def data_quality_artifact(store: ArtifactStore, ingest: dict[str, Any]) -> str:
 
 def evaluation_artifact(store: ArtifactStore, evaluation: dict[str, Any]) -> str:
     """The evaluation stage's own markdown report (perplexity by dataset and forgetting, bias, generation)."""
-    markdown = store.get_bytes(evaluation["report_markdown_key"]).decode()
+    markdown = store.get_bytes(evaluation["report_key"].removesuffix(".json") + ".md").decode()
     markdown += f"\n\n[report.json]({artifact_url(store, evaluation['report_key'])})\n"
     return str(create_markdown_artifact(markdown=markdown, key="evaluation-report",
                                         description=f"Evaluation of {evaluation['model_version']}"))

@@ -69,13 +69,23 @@ def missing_stages() -> dict[str, str]:
     return {name: why for name, (module, why) in OPTIONAL_STAGES.items() if not stage_installed(module)}
 
 
+def explain(verdict: str, checks: list[dict[str, Any]]) -> str:
+    """One sentence naming the checks behind the gate's verdict."""
+    failed = [f"{c['name']} ({c.get('detail') or c.get('verdict')})" for c in checks if not c.get("passed", True)]
+    return f"{verdict}: " + ("; ".join(failed) if failed else f"all {len(checks)} checks passed")
+
+
 def evaluate_step(rt: Runtime, model_version: str) -> dict[str, Any]:
-    """Evaluate and gate the candidate (decision recorded by the stage); publish the report and the gate."""
+    """Evaluate and gate the candidate (the decision is recorded by the stage); publish the report and the
+    gate decision as artifacts. Returns the stage's result plus ``explanation``."""
     from tasks.evaluate.prefect_tasks import evaluate_task
 
     cfg = rt.settings.orchestration
-    ref = model_version.rpartition(":")[2]  # "lmforge:v3" -> "v3", what the stage resolves
-    evaluation = evaluate_task.with_options(**retry_options(cfg, cfg.timeouts.evaluate_s))(rt, ref)
+    evaluate = evaluate_task.with_options(
+        **retry_options(cfg, cfg.timeouts.evaluate_s), persist_result=True,
+        cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key_from("model_version")))
+    evaluation = evaluate(rt, model_version.rpartition(":")[2])  # "lmforge:v3" -> "v3", what the stage resolves
+    evaluation["explanation"] = explain(evaluation["verdict"], evaluation["checks"])
     evaluation_artifact(rt.artifacts, evaluation)
     gate_artifact(evaluation)
     return evaluation

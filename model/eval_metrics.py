@@ -135,20 +135,32 @@ class GroupGap:
 
 def largest_group_gap(scores: Mapping[str, Sequence[float] | np.ndarray], *, samples: int = 1000,
                       confidence: float = 0.95, seed: int = 0) -> GroupGap:
-    """``scores[group][i]`` is the score of item ``i`` (a template) instantiated for ``group``; items are
-    aligned across groups. The gap is between the groups with the highest and lowest mean, and its
-    interval comes from resampling items, paired across the two groups (the same templates in each draw).
+    """``scores[group]`` is an (items,) or (items, terms) array: the score of item ``i`` (a template)
+    instantiated with each of the group's terms. Items are aligned across groups; terms are not (a group
+    may have more). The gap is between the groups with the highest and lowest mean. Its interval comes from
+    a two-level bootstrap: items resampled together for both groups (paired), and each group's terms
+    resampled on their own, so the interval also reflects how much the choice of terms matters.
     """
     if len(scores) < 2:
         raise ValueError(f"a gap needs at least two groups, got {sorted(scores)}")
     matrix = {g: np.asarray(v, dtype=np.float64) for g, v in scores.items()}
-    sizes = {v.size for v in matrix.values()}
-    if len(sizes) != 1 or 0 in sizes:
+    matrix = {g: m.reshape(len(m), -1) for g, m in matrix.items()}
+    sizes = {m.shape[0] for m in matrix.values()}
+    if len(sizes) != 1 or 0 in sizes or any(m.size == 0 for m in matrix.values()):
         raise ValueError(f"groups must score the same non-empty set of items, got sizes {sorted(sizes)}")
-    means = {g: float(v.mean()) for g, v in matrix.items()}
+    means = {g: float(m.mean()) for g, m in matrix.items()}
     high, low = max(means, key=means.__getitem__), min(means, key=means.__getitem__)
-    diff = matrix[high] - matrix[low]
-    return GroupGap(bootstrap_mean(diff, samples=samples, confidence=confidence, seed=seed), high, low, means)
+    rng, items = _rng(seed), sizes.pop()
+    picks = rng.integers(0, items, size=(samples, items))[:, :, None]
+
+    def resampled_means(m: np.ndarray) -> np.ndarray:
+        terms = rng.integers(0, m.shape[1], size=(samples, 1, m.shape[1]))
+        return m[picks, terms].mean(axis=(1, 2))
+
+    diffs = resampled_means(matrix[high]) - resampled_means(matrix[low])
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(diffs, [tail, 100 - tail])
+    return GroupGap(Interval(means[high] - means[low], float(lo), float(hi)), high, low, means)
 
 
 def preference_share(deltas: Sequence[float] | np.ndarray, *, samples: int = 1000, confidence: float = 0.95,

@@ -16,6 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from lmforge_core.fileio import atomic_path, atomic_write
 from model.configs import ModelConfig
+from model.hf_tokenizer import TOKENIZER_FILE, read_hf_tokenizer, special_ids, write_hf_tokenizer
+from model.tokenizer import TokenizerRef
 from model.weights import WeightsError, load_state_dict, save_weights
 
 HF_WEIGHTS = "model.safetensors"
@@ -115,15 +117,23 @@ def from_hf_state_dict(hf: dict[str, torch.Tensor], config: ModelConfig, source:
     return out
 
 
-def export_hf(weights_dir: Path, out_dir: Path, special_tokens: dict[str, int] | None = None) -> Path:
-    """Write an lmforge weights directory as a Hugging Face Llama checkpoint (loads with transformers)."""
+def export_hf(weights_dir: Path, out_dir: Path, tokenizer: TokenizerRef | None = None) -> Path:
+    """Write an lmforge weights directory as a Hugging Face Llama checkpoint (loads with transformers);
+    with ``tokenizer`` the folder is complete: tokenizer files and special token ids in the configs."""
     state, config = load_state_dict(weights_dir)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if tokenizer is not None:
+        if tokenizer.vocab_size > config.vocab_size:
+            raise WeightsError(f"tokenizer {tokenizer.version} has {tokenizer.vocab_size} tokens, the model "
+                               f"{config.vocab_size}: they do not belong together")
+        write_hf_tokenizer(tokenizer, out_dir, config.context)
+    tokens = special_ids(tokenizer) if tokenizer is not None else {}
     with atomic_path(out_dir / HF_WEIGHTS) as tmp:
         save_file(to_hf_state_dict(state, config), str(tmp), metadata={"format": "pt"})
-    atomic_write(out_dir / "config.json", json.dumps(hf_config(config, special_tokens), indent=2))
-    atomic_write(out_dir / "generation_config.json", json.dumps({"do_sample": False}, indent=2))
+    atomic_write(out_dir / "config.json", json.dumps(hf_config(config, tokens), indent=2))
+    generation = {"do_sample": False} | {f"{k[:-3]}_token_id": v for k, v in tokens.items()}
+    atomic_write(out_dir / "generation_config.json", json.dumps(generation, indent=2))
     return out_dir
 
 
@@ -153,6 +163,16 @@ def read_hf(hf_dir: Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
 
 
 def import_hf(hf_dir: Path, out_dir: Path) -> str:
-    """Convert a Llama checkpoint into an lmforge weights directory; returns the weights' sha256."""
+    """Convert a Llama checkpoint into an lmforge weights directory; returns the weights' sha256.
+
+    A ``tokenizer.json`` in the folder is checked against the config's special token ids, copied beside
+    the weights and recorded (sha256, special tokens and ids) under ``tokenizer`` in our ``config.json``.
+    """
     state, config = read_hf(hf_dir)
-    return save_weights(state, config, out_dir, extra={"imported_from": str(Path(hf_dir).resolve())})
+    hf_cfg = json.loads((Path(hf_dir) / "config.json").read_text())
+    tokenizer = read_hf_tokenizer(Path(hf_dir), hf_cfg, config.vocab_size)
+    extra: dict[str, Any] = {"imported_from": str(Path(hf_dir).resolve())}
+    if tokenizer is not None:
+        atomic_write(Path(out_dir) / TOKENIZER_FILE, (Path(hf_dir) / TOKENIZER_FILE).read_bytes())
+        extra["tokenizer"] = tokenizer
+    return save_weights(state, config, out_dir, extra=extra)

@@ -86,8 +86,9 @@ def fetch_weights(artifacts: ArtifactStore, record: dict[str, Any], dest: Path, 
     return dest
 
 
-def _tokenizer_for(session: Any, artifacts: ArtifactStore, record: dict[str, Any],
-                   cfg: TokenizerConfig) -> TokenizerRef | None:
+def tokenizer_for_version(session: Any, artifacts: ArtifactStore, record: dict[str, Any],
+                          cfg: TokenizerConfig) -> TokenizerRef | None:
+    """The tokenizer of the dataset version a model version was trained on (None if it has none)."""
     dataset = record.get("dataset_version")
     if not dataset:
         return None
@@ -109,7 +110,7 @@ def load_model_version(metadata: MetadataStore, artifacts: ArtifactStore, name: 
     with metadata.session() as session:
         version = repo.resolve_model_version(session, model_name, version_ref)
         record, label, version_id = dict(version.artifacts), version.label, version.id
-        tokenizer = _tokenizer_for(session, artifacts, record, tokenizer_config or TokenizerConfig())
+        tokenizer = tokenizer_for_version(session, artifacts, record, tokenizer_config or TokenizerConfig())
     with tempfile.TemporaryDirectory(prefix="lmforge-model-") as tmp:
         model = load_model(fetch_weights(artifacts, record, Path(tmp), label), device=str(device), dtype=dtype)
     model.eval()

@@ -183,9 +183,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
     try:
         admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
     except psycopg.OperationalError as exc:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is not answering: {exc}")
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not answering ({str(exc).strip().splitlines()[0]})")
+        missing_service(f"PostgreSQL at 127.0.0.1:5432 is not answering ({str(exc).strip().splitlines()[0]})")
     name = f"prefect_e2e_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     home = tmp_path_factory.mktemp("prefect-home")
     with socket.socket() as s:

@@ -12,7 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.cli import data as cli_data
+from flows.cli import evaluate as cli_evaluate
 from flows.cli import generate as cli_generate
+from flows.cli import harness as cli_harness
 from flows.cli import orchestration as cli_orchestration
 from flows.cli import review as cli_review
 from flows.cli import serving as cli_serving
@@ -166,7 +168,9 @@ cli_train.register(app)
 cli_orchestration.register(app)
 cli_review.register(app)
 cli_serving.register(app)
+cli_evaluate.register(app)
 cli_generate.register(app)
+cli_harness.register(app)
 
 _PERSON_ERRORS = (
     CliError,

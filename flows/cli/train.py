@@ -86,21 +86,27 @@ def register(app: typer.Typer) -> None:
         directory: Annotated[Path, typer.Argument(help="output folder (config.json + model.safetensors)")],
         as_json: JsonFlag = False,
     ) -> None:
-        """Write a model version as a Hugging Face Llama checkpoint."""
+        """Write a model version as a Hugging Face Llama checkpoint, tokenizer included."""
         from model.hf_interop import export_hf
+        from model.registry import fetch_weights, split_ref, tokenizer_for_version
+        from model.weights import WeightsError
 
         rt = runtime()
+        name, ref = split_ref(rt.settings.model_name, model_version)
         with rt.metadata.session() as session:
-            version = repo.resolve_model_version(session, rt.settings.model_name, model_version)
-            prefix, label = version.artifacts.get("weights"), version.label
-        if not prefix:
-            raise CliError(f"model {label} has no weights recorded", "train a model first")
-        with tempfile.TemporaryDirectory() as tmp:
-            for name in ("model.safetensors", "config.json"):
-                rt.artifacts.get_file(f"{prefix}/{name}", Path(tmp) / name)
-            export_hf(Path(tmp), directory)
-        emit({"model_version": label, "directory": str(directory.resolve())}, as_json,
-             lambda c, d: c.print(f"[green]exported[/] {d['model_version']} to {d['directory']} (Llama format)"))
+            version = repo.resolve_model_version(session, name, ref)
+            record, label = dict(version.artifacts), version.label
+            tokenizer = tokenizer_for_version(session, rt.artifacts, record, rt.settings.data.tokenizer)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                export_hf(fetch_weights(rt.artifacts, record, Path(tmp), label), directory, tokenizer)
+        except (WeightsError, ValueError) as exc:
+            raise CliError(str(exc), "train a model first, or restore its artifacts") from exc
+        data = {"model_version": label, "directory": str(directory.resolve()),
+                "tokenizer": tokenizer.version if tokenizer else None}
+        emit(data, as_json, lambda c, d: c.print(
+            f"[green]exported[/] {d['model_version']} to {d['directory']} (Llama format"
+            + (f", tokenizer {d['tokenizer']})" if d["tokenizer"] else ", no tokenizer recorded)")))
 
     @app.command("import-hf")
     def import_hf_command(
@@ -117,7 +123,8 @@ def register(app: typer.Typer) -> None:
             digest = import_hf(directory, out)
         except WeightsError as exc:
             raise CliError(str(exc), "point at a folder with config.json and *.safetensors") from exc
-        model = read_weights_config(out)["model"]
-        emit({"weights": str(out), "sha256": digest, "model": model}, as_json,
-             lambda c, d: c.print(f"[green]imported[/] to {d['weights']} "
-                                  f"({d['model']['n_layers']} layers, dim {d['model']['dim']})"))
+        meta = read_weights_config(out)
+        emit({"weights": str(out), "sha256": digest, "model": meta["model"], "tokenizer": meta.get("tokenizer")},
+             as_json, lambda c, d: c.print(f"[green]imported[/] to {d['weights']} "
+                                           f"({d['model']['n_layers']} layers, dim {d['model']['dim']}"
+                                           + (", with its tokenizer)" if d["tokenizer"] else ", no tokenizer)")))

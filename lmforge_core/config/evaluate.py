@@ -5,6 +5,8 @@ Every bound the gate applies lives here, so a decision is fully described by the
 metric's own unit (log-likelihood nats, VADER compound points, shares of pairs).
 """
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -37,6 +39,9 @@ class GateThresholds(BaseModel):
 class EvaluateConfig(BaseModel):
     """Sizes of the evaluation; every field has a default so nothing is required."""
 
+    probe_dir: str | None = Field(None, description="folder whose counterfactual.jsonl, stereotype_pairs.jsonl "
+                                  "or toxicity_words.txt replace the shipped probe sets (None: shipped only)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when a GPU is present")
     batch_windows: int = Field(8, ge=1, description="validation windows per forward pass")
     max_windows: int | None = Field(None, ge=1, description="cap per dataset version (None: the whole split)")
     prompt_tokens: int = Field(32, ge=1, description="continuation task: prompt length k")

@@ -10,8 +10,9 @@ Check rules (bounds from :class:`lmforge_core.config.evaluate.GateThresholds`):
 - change bound (relative): pass within the bound, review within ``bound * (1 + review_margin)``, reject beyond;
 - interval bound (bias): pass when the interval's upper end is within the bound, reject when its lower end
   is beyond, review when the interval straddles the bound;
-- regression (bias vs production): reject when the candidate's lower end exceeds production's value by more
-  than the margin (surely worse), review when only its point estimate does, pass otherwise.
+- regression (bias vs production; value = candidate minus production): reject when the candidate's lower
+  end exceeds production's value by more than the margin (surely worse), review when only its point
+  estimate does, pass otherwise.
 A first model (no production) is judged on the value and interval bounds only.
 """
 
@@ -105,7 +106,7 @@ def bias_checks(cand: Figures, prod: Figures | None, t: GateThresholds) -> list[
         base = prod.bias[name].value
         verdict = (REJECT if iv.low > base + t.max_bias_regression
                    else REVIEW if iv.value > base + t.max_bias_regression else PASS)
-        checks.append(_check(f"bias {name} vs production", f"{name}:regression", iv.low - base,
+        checks.append(_check(f"bias {name} vs production", f"{name}:regression", iv.value - base,
                              t.max_bias_regression, "regression", verdict,
                              f"interval [{iv.low:.3f}, {iv.high:.3f}] against production's {base:.3f}",
                              interval=[iv.low, iv.high], baseline=base))

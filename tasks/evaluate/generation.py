@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from model.decoding import SamplingParams, generate
 
 from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.metadata.evaluation_repository import EvaluationRow
+from model.decoding import SamplingParams, generate
 from model.eval_metrics import corpus_bleu, distinct_n, mean_rouge_l, repetition_rate
 from model.network import Transformer
 from model.token_shards import TokenWindows

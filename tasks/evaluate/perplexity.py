@@ -54,11 +54,16 @@ def split_perplexity(model: Transformer, split: TokenWindows, cfg: EvaluateConfi
 
 
 def perplexities(runtime: Runtime, model: Transformer, versions: list[str], cfg: EvaluateConfig,
-                 emit: Emit) -> dict[str, dict[str, Any]]:
-    """``{dataset version: {perplexity, nll_sum, tokens, windows}}`` over ``versions``."""
+                 emit: Emit, tokenizer_version: str | None = None) -> dict[str, dict[str, Any]]:
+    """``{dataset version: {perplexity, nll_sum, tokens, windows}}`` over ``versions``. A version tokenized
+    by another tokenizer than ``tokenizer_version`` is skipped (its ids mean other words) with an event."""
     out = {}
     for version in versions:
         split = validation_split(runtime, version)
+        if tokenizer_version and split.tokenizer_version and split.tokenizer_version != tokenizer_version:
+            emit("perplexity_skipped", dataset=version, reason=f"tokenized by {split.tokenizer_version}, "
+                 f"the model uses {tokenizer_version}")
+            continue
         if split.vocab_size and split.vocab_size > model.config.vocab_size:
             raise DataError(f"{version} uses a vocabulary of {split.vocab_size} tokens; the model has "
                             f"{model.config.vocab_size}")

@@ -39,6 +39,11 @@ class CounterfactualSet:
     axes: dict[str, dict[str, list[str]]]
     templates: list[str]
 
+    def split(self, template: str, term: str) -> tuple[str, str]:
+        """(the template up to and including ``term``, the rest)."""
+        head, tail = template.split(PLACEHOLDER)
+        return head + term, tail
+
     def sentences(self, axis: str, group: str) -> list[list[str]]:
         """``[template][term]`` instantiated sentences of one group."""
         return [[t.replace(PLACEHOLDER, term) for term in self.axes[axis][group]] for t in self.templates]
@@ -105,6 +110,8 @@ def load_counterfactual(path: Path = COUNTERFACTUAL) -> CounterfactualSet:
             text = row["template"]
             if not isinstance(text, str) or text.count(PLACEHOLDER) != 1:
                 raise ProbeFileError(path, number, f"a template must be a string with exactly one {PLACEHOLDER}")
+            if not text.split(PLACEHOLDER)[1].strip():
+                raise ProbeFileError(path, number, f"a template needs words after {PLACEHOLDER} (they are scored)")
             templates.append(text)
         elif "axis" in row:
             groups = row.get("groups")

@@ -1,6 +1,7 @@
 """The evaluation report of one model version, Markdown and JSON, gate table first.
 
-Stored under ``evaluations/<model>/v<N>/<evaluation id>/`` in the artifact store: ``report.json``,
+Stored under ``evaluations/<model>/v<N>/<evaluation id>/`` in the artifact store (the id is a fingerprint of
+the evaluation's inputs): ``report.json``,
 ``report.md``, ``events.jsonl``, and ``manifest.json`` (written last) with the sha256 of each. The
 artifact store writes every file atomically, so a reader sees a whole report or none.
 """

@@ -12,16 +12,20 @@ to ``events.jsonl``, which is stored with the report.
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.metadata import evaluation_repository as evals
 from lmforge_core.metadata import repository as repo
+from lmforge_core.metadata import review_repository as reviews
 from lmforge_core.metadata.evaluation_repository import EvaluationRow
 from lmforge_core.metadata.models import ModelVersion
 from lmforge_core.runtime import Runtime
@@ -76,6 +80,18 @@ class ProbeSets:
         version, word_set = load_word_list(words)
         return cls(load_counterfactual(counterfactual), loader(path), version, WordListScorer(word_set))
 
+    @classmethod
+    def configured(cls, cfg: EvaluateConfig, pairs: Path | None = None) -> ProbeSets:
+        """The sets in effect: a file of ``cfg.probe_dir`` replaces the shipped one of the same name."""
+        folder = Path(cfg.probe_dir).expanduser() if cfg.probe_dir else None
+        if folder is not None and not folder.is_dir():
+            raise EvaluationError(f"evaluate.probe_dir {folder} is not a folder")
+
+        def pick(shipped: Path) -> Path:
+            return folder / shipped.name if folder is not None and (folder / shipped.name).is_file() else shipped
+
+        return cls.load(pick(COUNTERFACTUAL), pairs or pick(STEREOTYPE_PAIRS), pick(TOXICITY_WORDS))
+
     @property
     def ids(self) -> dict[str, str]:
         """The ``dataset`` name of each probe set's rows; it carries the set's version."""
@@ -94,6 +110,7 @@ class EvaluationResult:
     parent: str | None
     report_key: str
     rows: int
+    reused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,8 +158,21 @@ def probe_rows(runtime: Runtime, loaded: LoadedModel, newest: str, probes: Probe
             + generation_rows(newest, quality))
 
 
+def _tokenizer_version(loaded: LoadedModel) -> str | None:
+    return loaded.tokenizer.version if loaded.tokenizer else None
+
+
+def evaluation_device(setting: str) -> str:
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError("evaluate.device is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    return setting
+
+
 def _load(runtime: Runtime, version: int) -> LoadedModel:
     return load_model_version(runtime.metadata, runtime.artifacts, runtime.settings.model_name, str(version),
+                              device=evaluation_device(runtime.settings.evaluate.device),
                               tokenizer_config=runtime.settings.data.tokenizer)
 
 
@@ -160,7 +190,8 @@ def _baseline(runtime: Runtime, version_id: int, versions: list[str], newest: st
         return figures
     emit("baseline", model_version=label, datasets=missing, probes=with_bias and not figures.bias)
     loaded = _load(runtime, number)
-    rows = perplexity_rows(perplexities(runtime, loaded.model, missing, cfg, emit), dataset_sources(runtime))
+    rows = perplexity_rows(perplexities(runtime, loaded.model, missing, cfg, emit, _tokenizer_version(loaded)),
+                           dataset_sources(runtime))
     if with_bias and not figures.bias and loaded.tokenizer is not None:
         rows += probe_rows(runtime, loaded, newest, probes, cfg, emit)
     with runtime.metadata.session() as session:
@@ -185,6 +216,7 @@ class _Subject:
     id: int
     number: int
     label: str
+    artifacts: dict[str, Any]
     parent_id: int | None
     parent_label: str | None
     production_id: int | None
@@ -199,9 +231,30 @@ def _subject(runtime: Runtime, ref: str) -> _Subject:
         if production is not None and production.id == version.id:
             production = None  # production judged against itself would prove nothing: absolute bounds only
         parent = version.parent
-        return _Subject(version.id, version.version, version.label, parent.id if parent else None,
-                        parent.label if parent else None, production.id if production else None,
-                        production.label if production else None)
+        return _Subject(version.id, version.version, version.label, dict(version.artifacts),
+                        parent.id if parent else None, parent.label if parent else None,
+                        production.id if production else None, production.label if production else None)
+
+
+def _fingerprint(subject: _Subject, versions: list[str], probes: ProbeSets, cfg: EvaluateConfig) -> str:
+    """What an evaluation depends on: the model, its baselines, the data, the probe sets' contents and the
+    settings. The same fingerprint finds the earlier result instead of redoing it."""
+    inputs = {"model": subject.id, "production": subject.production_id, "parent": subject.parent_id,
+              "datasets": versions, "probes": [asdict(probes.counterfactual), asdict(probes.pairs),
+                                               sorted(probes.toxicity.words)],
+              "evaluate": cfg.model_dump(exclude={"probe_dir"})}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _earlier_result(runtime: Runtime, subject: _Subject, report_key: str) -> EvaluationResult | None:
+    with runtime.metadata.session() as session:
+        decision = reviews.latest_gate_decision(session, subject.id)
+        if decision is None or decision.report_key != report_key or not runtime.artifacts.exists(report_key):
+            return None
+        rows = len(evals.evaluation_rows(session, subject.id))
+    report = json.loads(runtime.artifacts.get_bytes(report_key))
+    return EvaluationResult(subject.label, report["verdict"], report["checks"], report["newest_dataset"],
+                            report["baseline"], report["parent"], report_key, rows, reused=True)
 
 
 def _candidate_rows(runtime: Runtime, loaded: LoadedModel, versions: list[str], newest: str,
@@ -210,43 +263,57 @@ def _candidate_rows(runtime: Runtime, loaded: LoadedModel, versions: list[str], 
         raise EvaluationError(f"{loaded.model_version} has no tokenizer recorded (trained on synthetic tokens): "
                               "the probes and the continuation task need text; train on an ingested dataset")
     cfg = runtime.settings.evaluate
-    rows = perplexity_rows(perplexities(runtime, loaded.model, versions, cfg, emit), dataset_sources(runtime))
+    rows = perplexity_rows(perplexities(runtime, loaded.model, versions, cfg, emit, _tokenizer_version(loaded)),
+                           dataset_sources(runtime))
     return rows + probe_rows(runtime, loaded, newest, probes, cfg, emit)
 
 
-def run_evaluation(runtime: Runtime, ref: str = "candidate", *, probes: ProbeSets | None = None,
-                   progress: Callable[[dict[str, Any]], None] | None = None) -> EvaluationResult:
-    """Evaluate model version ``ref`` (number, ``vN`` or alias), judge it, store rows, decision and report."""
-    probes = probes or ProbeSets.load()
+def _measure_and_judge(runtime: Runtime, subject: _Subject, versions: list[str], newest: str, probes: ProbeSets,
+                       emit: Emit) -> tuple[Any, list[dict[str, Any]], list[EvaluationRow], dict[str, Any]]:
+    """(verdict, checks, the candidate's rows, the report) of one evaluation."""
     cfg = runtime.settings.evaluate
+    rows = _candidate_rows(runtime, _load(runtime, subject.number), versions, newest, probes, emit)
+    cand = figures_from_rows(rows, probes.ids.values())
+    prod = (_baseline(runtime, subject.production_id, [newest], newest, True, probes, emit)
+            if subject.production_id is not None else None)
+    parent = (_baseline(runtime, subject.parent_id, versions, newest, False, probes, emit)
+              if subject.parent_id is not None else None)
+    if parent is not None and subject.parent_label is not None:
+        rows += forgetting_rows(cand.perplexity, parent.perplexity, newest, subject.parent_label)
+    verdict, checks = judge(newest, cand, prod, parent, cfg.gate)
+    emit("gate", verdict=verdict.value, checks=len(checks), failed=[c["name"] for c in checks if not c["passed"]])
+    report = build_report(
+        label=subject.label, verdict=verdict.value, checks=checks, newest=newest,
+        baseline=subject.production_label, parent=subject.parent_label, rows=rows, bias=cand.bias,
+        parent_ppl=parent.perplexity if parent else {}, production_ppl=prod.perplexity if prod else {},
+        probe_sets=probes.ids, thresholds=cfg.gate.model_dump(), created_at=datetime.now(UTC).isoformat())
+    return verdict, checks, rows, report
+
+
+def run_evaluation(runtime: Runtime, ref: str = "candidate", *, probes: ProbeSets | None = None, force: bool = False,
+                   progress: Callable[[dict[str, Any]], None] | None = None) -> EvaluationResult:
+    """Evaluate model version ``ref`` (number, ``vN`` or alias), judge it, store rows, decision and report.
+    An evaluation with the same inputs as the one in force is found, not redone, unless ``force``."""
+    cfg = runtime.settings.evaluate
+    probes = probes or ProbeSets.configured(cfg)
     subject = _subject(runtime, ref)
-    evaluation_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+    versions, newest = _dataset_plan(runtime, subject.artifacts)
+    evaluation_id = _fingerprint(subject, versions, probes, cfg)
+    prefix = report_prefix(runtime.settings.model_name, subject.number, evaluation_id)
+    earlier = None if force else _earlier_result(runtime, subject, f"{prefix}/report.json")
+    if earlier is not None:
+        if progress is not None:
+            progress({"type": "reused", "model_version": subject.label, "report_key": earlier.report_key})
+        return earlier
     work = runtime.settings.workspace / "evaluations" / f"{runtime.settings.model_name}-v{subject.number}-{evaluation_id}"
     work.mkdir(parents=True, exist_ok=True)
+    (work / "events.jsonl").unlink(missing_ok=True)
     events = EventLog(work / "events.jsonl", progress)
     try:
         events.emit("start", model_version=subject.label, evaluation_id=evaluation_id)
-        loaded = _load(runtime, subject.number)
-        versions, newest = _dataset_plan(runtime, loaded.artifacts)
         events.emit("plan", datasets=versions, newest=newest, production=subject.production_label,
                     parent=subject.parent_label)
-        rows = _candidate_rows(runtime, loaded, versions, newest, probes, events.emit)
-        cand = figures_from_rows(rows, probes.ids.values())
-        prod = (_baseline(runtime, subject.production_id, [newest], newest, True, probes, events.emit)
-                if subject.production_id is not None else None)
-        parent = (_baseline(runtime, subject.parent_id, versions, newest, False, probes, events.emit)
-                  if subject.parent_id is not None else None)
-        if parent is not None and subject.parent_label is not None:
-            rows += forgetting_rows(cand.perplexity, parent.perplexity, newest, subject.parent_label)
-        verdict, checks = judge(newest, cand, prod, parent, cfg.gate)
-        events.emit("gate", verdict=verdict.value, checks=len(checks),
-                    failed=[c["name"] for c in checks if not c["passed"]])
-        report = build_report(
-            label=subject.label, verdict=verdict.value, checks=checks, newest=newest,
-            baseline=subject.production_label, parent=subject.parent_label, rows=rows, bias=cand.bias,
-            parent_ppl=parent.perplexity if parent else {}, production_ppl=prod.perplexity if prod else {},
-            probe_sets=probes.ids, thresholds=cfg.gate.model_dump(), created_at=datetime.now(UTC).isoformat())
-        prefix = report_prefix(runtime.settings.model_name, subject.number, evaluation_id)
+        verdict, checks, rows, report = _measure_and_judge(runtime, subject, versions, newest, probes, events.emit)
         report_key = store_report(runtime.artifacts, prefix, report, work / "events.jsonl")
         with runtime.metadata.session() as session:
             evals.replace_evaluations(session, subject.id, rows)

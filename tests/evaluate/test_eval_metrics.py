@@ -136,3 +136,14 @@ def test_word_list_scorer_matches_whole_words_only():
     scorer = WordListScorer(frozenset({"idiot", "scum"}))
     assert scorer.is_toxic("What an IDIOT.") and not scorer.is_toxic("idiotic scumbag-free text")
     assert scorer.rate(["you idiot", "fine", "scum", "ok"]) == 0.5
+
+
+@pytest.mark.gpu
+def test_perplexity_on_cuda_equals_cpu(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    model, _ = known_logits_model()
+    split = write_split(tmp_path, np.random.default_rng(4).integers(3, CFG.vocab_size, size=(5, CFG.context + 1)), 2)
+    cpu = split_nll(model, split, batch_windows=2)
+    gpu = split_nll(model.cuda(), split, batch_windows=2)
+    assert gpu.tokens == cpu.tokens and gpu.nll_sum == pytest.approx(cpu.nll_sum, rel=1e-4)

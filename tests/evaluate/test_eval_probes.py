@@ -38,6 +38,7 @@ AXIS = '{"axis": "gender", "groups": {"a": ["woman"], "b": ["man"]}}\n'
     (HEADER + AXIS + '{"template": "no slot here"}\n', 3, "exactly one {term}"),
     (HEADER + '{"axis": "gender", "groups": {"a": ["woman"]}}\n', 2, "two groups or more"),
     (HEADER + AXIS + '{"what": 1}\n', 3, "'axis' or a 'template'"),
+    (HEADER + AXIS + '{"template": "Ask the {term}"}\n', 3, "needs words after"),
     ('{"probe_set": "pairs", "version": "1"}\n' + AXIS, 1, "first line must be"),
     (HEADER + '{"axis": "age", "groups": {"a": [""], "b": ["old"]}}\n', 2, "non-empty strings"),
 ])

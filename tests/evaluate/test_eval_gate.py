@@ -77,6 +77,7 @@ def test_bias_regression_against_production(interval, expected):
     got, check = verdict_of("bias loglik_gap/gender vs production", figures(**{"loglik_gap/gender": interval}),
                             prod, prod)
     assert check["verdict"] == expected and check["baseline"] == 0.3 and got is V[expected]
+    assert check["value"] == pytest.approx(interval[0] - 0.3)
 
 
 def test_a_first_model_is_judged_on_absolute_bounds_only():

@@ -1,0 +1,28 @@
+"""``lmforge lm-eval ...``: lm-evaluation-harness's own command line with the ``lmforge`` model registered."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("lm-eval", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                              "help_option_names": []})
+    def lm_eval_command(ctx: typer.Context) -> None:
+        """Run lm-eval (every option is lm-eval's): `lmforge lm-eval --model lmforge --model_args
+        version=production --tasks TASKS [--include_path DIR] [--limit N]`."""
+        from lm_eval._cli import HarnessCLI
+        from lm_eval.utils import setup_logging
+
+        import model.lm_eval_adapter  # noqa: F401 - registers the `lmforge` model with lm-eval
+
+        setup_logging()
+        saved = sys.argv
+        sys.argv = ["lm-eval", *ctx.args]
+        try:
+            cli = HarnessCLI()
+            cli.execute(cli.parse_args())
+        finally:
+            sys.argv = saved

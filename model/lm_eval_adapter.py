@@ -1,0 +1,160 @@
+"""lm-evaluation-harness model ``lmforge``: any lm-eval task on a registered model version.
+
+    lmforge lm-eval --model lmforge --model_args version=production --tasks hellaswag
+
+lm-eval 0.4.x finds models only in its own registry (no plugin entry points), so this module must be
+imported before lm-eval resolves ``--model lmforge``: ``lmforge lm-eval`` does that and passes every
+argument on to lm-eval's own command line; in Python, ``import model.lm_eval_adapter`` then
+``lm_eval.simple_evaluate(model="lmforge", model_args="version=...")``.
+
+Texts are encoded the way training saw documents: after an EOS separator, without BOS
+(:meth:`model.registry.LoadedModel.prompt_ids`). Context that does not fit is cut from the left.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import handle_stop_sequences
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+from model.decoding import SamplingParams, generate
+from model.registry import LoadedModel, load_model_version
+
+logger = logging.getLogger(__name__)
+
+
+def _int(value: Any, default: int) -> int:
+    return default if value in (None, "", "auto") else int(value)
+
+
+def _usable_device(device: str | None) -> str:
+    """lm-eval's ``--device`` defaults to CUDA; like its own HF model, fall back to the CPU without one."""
+    if not device or (device.startswith("cuda") and not torch.cuda.is_available()):
+        if device:
+            logger.warning("device %s is not available here; using the CPU", device)
+        return "cpu"
+    return device
+
+
+@register_model("lmforge")
+class LmforgeLM(LM):
+    """``model_args``: ``version`` (alias or number, default production), ``config`` (an lmforge.toml),
+    ``batch_size``; lm-eval's ``--batch_size`` and ``--device`` are honoured."""
+
+    def __init__(self, version: str = "production", config: str | None = None, batch_size: Any = 8,
+                 device: str | None = None, loaded: LoadedModel | None = None, **_ignored: Any) -> None:
+        super().__init__()
+        if loaded is None:
+            from lmforge_core.runtime import open_runtime
+            from lmforge_core.settings import load_settings
+
+            runtime = open_runtime(load_settings(config_file=config))
+            try:
+                loaded = load_model_version(runtime.metadata, runtime.artifacts, runtime.settings.model_name,
+                                            str(version), device=_usable_device(device),
+                                            tokenizer_config=runtime.settings.data.tokenizer)
+            finally:
+                runtime.metadata.dispose()
+        if loaded.tokenizer is None:
+            raise ValueError(f"model {loaded.model_version} has no tokenizer; lm-eval tasks need text")
+        self.loaded, self.batch_size = loaded, _int(batch_size, 8)
+        self.context = loaded.config.context
+
+    # --- scoring -----------------------------------------------------------------------------------
+
+    def _score(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """(sum log p(continuation | context), greedy?) per pair, batched longest first."""
+        order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
+        out: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for i, result in zip(chunk, self._score_batch([pairs[i] for i in chunk]), strict=True):
+                out[i] = result
+        return out
+
+    def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        rows = [self._fit(ctx, cont) for ctx, cont in pairs]
+        width = max(len(r) for r in rows) - 1
+        ids = torch.full((len(rows), width), self.loaded.pad_id, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row) - 1] = torch.tensor(row[:-1])
+        with torch.no_grad():
+            logp = torch.log_softmax(self.loaded.model(ids.to(self._model_device)).float(), dim=-1).cpu()
+        results = []
+        for i, ((_, cont), row) in enumerate(zip(pairs, rows, strict=True)):
+            positions = torch.arange(len(row) - 1 - len(cont), len(row) - 1)
+            target = torch.tensor(cont)
+            scores = logp[i, positions]
+            results.append((float(scores.gather(1, target[:, None]).sum()), bool((scores.argmax(-1) == target).all())))
+        return results
+
+    def _fit(self, context: list[int], continuation: list[int]) -> list[int]:
+        if not context:
+            raise ValueError("a scored continuation needs at least one context token")
+        if len(continuation) > self.context:
+            raise ValueError(f"a continuation of {len(continuation)} tokens exceeds the context of {self.context}")
+        row = context + continuation
+        return row[-(self.context + 1):]
+
+    @property
+    def _model_device(self) -> torch.device:
+        return self.loaded.model.tok_embeddings.weight.device
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval's convention: trailing spaces of the context belong to the continuation, and the
+        continuation's tokens are those of the joined text after the context's."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        tok = self.loaded.tokenizer
+        ctx = tok.encode(context)
+        whole = tok.encode(context + continuation)
+        return [tok.eos_id, *whole[: len(ctx)]], whole[len(ctx):]
+
+    # --- the three request types ----------------------------------------------------------------------
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        results = self._score([self._encode_pair(*req.args) for req in requests])
+        for req, result in zip(requests, results, strict=True):
+            self.cache_hook.add_partial("loglikelihood", req.args, result)
+        return results
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        out = []
+        tok = self.loaded.tokenizer
+        for req in requests:
+            windows = [make_disjoint_window(w) for w in get_rolling_token_windows(
+                tok.encode(req.args[0]), prefix_token=tok.eos_id, max_seq_len=self.context, context_len=1)]
+            total = sum(score for score, _ in self._score(windows))
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+            out.append(total)
+        return out
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        out = []
+        for req in requests:
+            context, gen_kwargs = req.args
+            text = self._generate_one(context, dict(gen_kwargs))
+            self.cache_hook.add_partial("generate_until", req.args, text)
+            out.append(text)
+        return out
+
+    def _generate_one(self, context: str, gen_kwargs: dict[str, Any]) -> str:
+        tok = self.loaded.tokenizer
+        until = handle_stop_sequences(gen_kwargs.pop("until", None), eos=tok.tokenizer.id_to_token(tok.eos_id))
+        max_new = min(int(gen_kwargs.pop("max_gen_toks", 256)), self.context - 1)
+        greedy = not gen_kwargs.get("do_sample", False) or float(gen_kwargs.get("temperature", 1.0)) == 0.0
+        params = SamplingParams(
+            max_new_tokens=max_new, temperature=0.0 if greedy else float(gen_kwargs.get("temperature", 1.0)),
+            top_k=int(gen_kwargs.get("top_k", 0) or 0), top_p=float(gen_kwargs.get("top_p", 1.0) or 1.0),
+            seed=gen_kwargs.get("seed"))
+        prompt = self.loaded.prompt_ids(context)[-(self.context - max_new):]
+        tokens = generate(self.loaded.model, [prompt], params, eos_id=tok.eos_id, pad_id=tok.pad_id)[0]
+        text = tok.decode(tokens)
+        cut = min((text.find(s) for s in until if s and s in text), default=len(text))
+        return text[:cut]
