@@ -76,6 +76,7 @@ test: lint
 bench: setup-test .venv-bench/.installed
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_serving.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov .venv-bench .lmforge .pytest_cache .ruff_cache

@@ -15,6 +15,7 @@ Sampling is the decoding library's (``model.decoding``): one set of logits proce
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -31,6 +32,7 @@ import torch
 from model.decoding import SamplingParams, make_generator, sample_next
 
 log = logging.getLogger(__name__)
+_SERIALS = itertools.count()
 
 # (input_ids, position_ids, attention_mask, past) -> (logits, present); arrays as the ONNX graph takes them
 StepFn = Callable[[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]], tuple[np.ndarray, list[np.ndarray]]]
@@ -80,16 +82,22 @@ class GenerationRequest:
 
 @dataclass
 class _Slot:
+    """One sequence: its cache is ``length`` positions of row ``row`` of the arrays ``arrays`` (a step's
+    present keys/values), from position ``start``; nothing is copied until the batch changes."""
+
     request: GenerationRequest
-    cache: list[np.ndarray]
+    arrays: list[np.ndarray]
+    row: int
+    start: int
+    length: int
     seen: list[int]
     out: int = 0
     pending: int = -1  # the sampled token not yet fed through the network
     generator: torch.Generator | None = None
+    serial: int = field(default_factory=lambda: next(_SERIALS))  # identity of the slot (ids get reused)
 
-    @property
-    def length(self) -> int:
-        return self.cache[0].shape[2]
+    def cache(self, layer: int) -> np.ndarray:
+        return self.arrays[layer][self.row, :, self.start : self.start + self.length]
 
 
 @dataclass
@@ -113,6 +121,7 @@ class ContinuousBatcher:
         self.stats = BatcherStats()
         self._queue: queue.Queue[GenerationRequest] = queue.Queue()
         self._active: list[_Slot] = []
+        self._batch: tuple[list[int], np.ndarray] | None = None  # (member serials, mask of the last step)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lmforge-batcher", daemon=True)
 
@@ -201,36 +210,45 @@ class ContinuousBatcher:
             n = len(r.prompt)
             ids[row, t - n:], positions[row, t - n:], mask[row, t - n:] = r.prompt, np.arange(n), 1
         logits, present = self.step(ids, positions, mask, self._empty_past(b, 0))
-        for row, r in enumerate(requests):
-            pad = t - len(r.prompt)
-            slot = _Slot(r, [p[row : row + 1, :, pad:] for p in present], list(r.prompt),
-                         generator=make_generator(r.params, torch.device("cpu")))
-            self._active.append(slot)
-            self._accept(slot, logits[row, -1])
-        self._active = [s for s in self._active if s.pending >= 0]
+        slots = [_Slot(r, present, row, t - len(r.prompt), len(r.prompt), list(r.prompt),
+                       generator=make_generator(r.params, torch.device("cpu"))) for row, r in enumerate(requests)]
+        self._active.extend(slots)
+        self._accept_all(slots, logits[:, -1])
 
     def _decode(self) -> None:
         live = [s for s in self._active if not self._drop_if_done(s)]
         self._active = live
         if not live:
+            self._batch = None
             return
-        p = max(s.length for s in live)
-        b = len(live)
-        past = self._empty_past(b, p)
-        mask = np.zeros((b, p + 1), dtype=np.int64)
-        for row, s in enumerate(live):
-            for layer, cache in enumerate(s.cache):
-                past[layer][row, :, p - s.length:] = cache[0]
-            mask[row, p - s.length:] = 1
+        past, mask = self._batch_inputs(live)
         ids = np.array([[s.pending] for s in live], dtype=np.int64)
         positions = np.array([[s.length] for s in live], dtype=np.int64)
         logits, present = self.step(ids, positions, mask, past)
         self.stats.steps += 1
-        self.stats.max_batch = max(self.stats.max_batch, b)
+        self.stats.max_batch = max(self.stats.max_batch, len(live))
+        total = present[0].shape[2]
         for row, s in enumerate(live):
-            s.cache = [x[row : row + 1, :, p - s.length:] for x in present]
-            self._accept(s, logits[row, -1])
-        self._active = [s for s in self._active if s.pending >= 0]
+            s.arrays, s.row, s.length = present, row, s.length + 1
+            s.start = total - s.length
+        self._batch = ([s.serial for s in live], mask)
+        self._accept_all(live, logits[:, -1])
+
+    def _batch_inputs(self, live: list[_Slot]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Past keys/values and mask of the step. While the batch keeps its members the last step's present
+        arrays already are the left-padded past: reused as they are, without a copy; after a join or a leave
+        the slots' caches are gathered into new left-padded arrays."""
+        if self._batch is not None and self._batch[0] == [s.serial for s in live]:
+            prev_mask = self._batch[1]
+            return live[0].arrays, np.concatenate([prev_mask, np.ones((len(live), 1), dtype=np.int64)], axis=1)
+        p = max(s.length for s in live)
+        past = self._empty_past(len(live), p)
+        mask = np.zeros((len(live), p + 1), dtype=np.int64)
+        for row, s in enumerate(live):
+            for layer, array in enumerate(past):
+                array[row, :, p - s.length:] = s.cache(layer)
+            mask[row, p - s.length:] = 1
+        return past, mask
 
     def _drop_if_done(self, slot: _Slot) -> bool:
         if slot.request.is_cancelled():
@@ -242,11 +260,42 @@ class ContinuousBatcher:
             return True
         return False
 
-    def _accept(self, slot: _Slot, logits: np.ndarray) -> None:
-        """Sample the next token of ``slot`` from its last logits, stream it, or finish the slot."""
+    def _accept_all(self, slots: list[_Slot], logits: np.ndarray) -> None:
+        """Sample each slot's next token from its row of ``logits`` (B, V), stream it or finish the slot.
+
+        Greedy rows with equal parameters are sampled in one call (no generator draws, so grouping cannot
+        change a row's token); sampled rows each use their own generator, so a seeded request's tokens do
+        not depend on what else is in the batch."""
+        rows = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+        groups: dict[Any, list[int]] = {}
+        for i, slot in enumerate(slots):
+            key = slot.request.params if slot.request.params.greedy else ("sampled", i)
+            groups.setdefault(key, []).append(i)
+        tokens = [0] * len(slots)
+        for members in groups.values():
+            first = slots[members[0]]
+            picked = sample_next(rows[members], self._history(slots, members), first.request.params, first.generator)
+            for j, i in enumerate(members):
+                tokens[i] = int(picked[j])
+        for slot, token in zip(slots, tokens, strict=True):
+            self._accept(slot, token)
+        self._active = [s for s in self._active if s.pending >= 0]
+
+    @staticmethod
+    def _history(slots: list[_Slot], members: list[int]) -> torch.Tensor:
+        """Tokens each row has seen, -1 padded; only the repetition penalty reads them, so without it the
+        (B, 0) history spares building one tensor per row per step."""
+        if slots[members[0]].request.params.repetition_penalty == 1.0:
+            return torch.empty((len(members), 0), dtype=torch.long)
+        width = max(len(slots[i].seen) for i in members)
+        seen = torch.full((len(members), width), -1, dtype=torch.long)
+        for j, i in enumerate(members):
+            seen[j, : len(slots[i].seen)] = torch.tensor(slots[i].seen)
+        return seen
+
+    def _accept(self, slot: _Slot, token: int) -> None:
+        """Stream ``token`` as the slot's next one, or finish the slot (end token, length)."""
         params = slot.request.params
-        row = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))[None]
-        token = int(sample_next(row, torch.tensor([slot.seen]), params, slot.generator)[0])
         if token == self.eos_id or token in params.stop_token_ids:
             self._finish(slot, "stop", None)
             return

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -72,9 +73,20 @@ class LMClient:
         self.retry, self.model_version = retry or RetryPolicy(), model_version
         self._grpc = grpcclient
         self.client = grpcclient.InferenceServerClient(url)
+        self._local = threading.local()  # one streaming client per thread (a client holds one stream)
+        self._stream_clients: list[Any] = []
 
     def close(self) -> None:
         self.client.close()
+        for client in self._stream_clients:
+            client.close()
+
+    def _stream_client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._grpc.InferenceServerClient(self.url)
+            self._stream_clients.append(client)
+        return client
 
     def ready(self, model: str = GENERATE) -> bool:
         try:
@@ -90,7 +102,7 @@ class LMClient:
     def stream(self, prompt: list[int], **params: Any) -> Iterator[int]:
         """New tokens of ``generate`` as they are produced (gRPC bidirectional stream)."""
         events: queue.Queue[tuple[Any, Any]] = queue.Queue()
-        client = self._grpc.InferenceServerClient(self.url)
+        client = self._stream_client()
         what = f"generate at {self.url}"
         try:
             self.retry.run(what, lambda: client.start_stream(callback=lambda result, error: events.put((result, error)),
@@ -112,7 +124,6 @@ class LMClient:
                     return
         finally:
             client.stop_stream(cancel_requests=True)
-            client.close()
 
     def generate(self, prompt: list[int], **params: Any) -> Generation:
         start = time.perf_counter()
@@ -126,7 +137,7 @@ class LMClient:
     def stream_text(self, text: str, **params: Any) -> Iterator[str]:
         """Text pieces from the ``generate_text`` entry (text in, text out)."""
         events: queue.Queue[tuple[Any, Any]] = queue.Queue()
-        client = self._grpc.InferenceServerClient(self.url)
+        client = self._stream_client()
         tensor = self._grpc.InferInput("text_input", [1], "BYTES")
         tensor.set_data_from_numpy(np.array([text.encode()], dtype=np.object_))
         try:
@@ -144,7 +155,6 @@ class LMClient:
                     return
         finally:
             client.stop_stream(cancel_requests=True)
-            client.close()
 
     def tokenize(self, text: str) -> list[int]:
         tensor = self._grpc.InferInput("TEXT", [1, 1], "BYTES")

@@ -4,6 +4,7 @@ batching under concurrency, bad requests, publish while serving, rollback, the t
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
@@ -20,6 +21,8 @@ from lmforge_core.metadata.models import ModelStatus
 from serving.client import LMClient, ServingError, astream
 from serving.loadtest import run_load
 from tasks.publish.publish import PublishError, publish_model, rollback_serving
+
+pytestmark = pytest.mark.slow
 
 
 def ref(served, prompt_ids, n, version=1):
@@ -108,17 +111,17 @@ def _ids(values, dtype="INT64", shape=None):
 
 def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(served, client):
     ctx = served.workspace.models[1].config.context
-    assert "data-type" in _infer_error(served, "generate", _ids([1, 2], "FP32")) or \
-        "FP32" in _infer_error(served, "generate", _ids([1, 2], "FP32"))
+    wrong_dtype = _infer_error(served, "generate", _ids([1, 2], "FP32"))
+    assert "FP32" in wrong_dtype and "INT64" in wrong_dtype
     assert "shape" in _infer_error(served, "generate", _ids([1, 2, 3, 4], shape=(2, 2)))
     assert "prompt is empty" in _infer_error(served, "generate", _ids(np.zeros(0, dtype=np.int64)))
     assert "exceeds this server's limit 48" in _infer_error(served, "generate", _ids([5, 6]), max_tokens=49)
     assert f"context is {ctx}" in _infer_error(served, "generate", _ids(list(range(5, 5 + ctx))))
     assert "unknown request parameter 'temprature'" in _infer_error(served, "generate", _ids([5]), temprature=0.5)
     assert "outside the vocabulary" in _infer_error(served, "generate", _ids([10**6]))
-    assert "unknown model" in _infer_error(served, "no_such_model", _ids([5])).lower() or \
-        "not found" in _infer_error(served, "no_such_model", _ids([5])).lower()
-    assert "version" in _infer_error(served, "generate", _ids([5]), version="99").lower()
+    unknown = _infer_error(served, "no_such_model", _ids([5]))
+    assert "unknown model" in unknown.lower() and "no_such_model" in unknown
+    assert "version 99" in _infer_error(served, "generate", _ids([5]), version="99")
     with pytest.raises(ServingError, match="generate at"):
         client.generate([], max_tokens=4)
     ids = encode(served, PROMPTS[0])
@@ -133,7 +136,7 @@ def test_the_text_entry_and_the_cli_generate_the_model_text(served, client, monk
     out = CliRunner().invoke(app, ["generate", PROMPTS[0], "--max-tokens", "10", "--temperature", "0",
                                    "--url", served.grpc, "--json"])
     assert out.exit_code == 0, out.output
-    assert expected.rstrip("\ufffd").strip() in out.output or '"text"' in out.output
+    assert json.loads(out.output)["text"] == expected.rstrip("\ufffd")
     status = CliRunner().invoke(app, ["triton", "status", "--json"])
     assert status.exit_code == 0 and '"ready": true' in status.output and '"metrics_ok": true' in status.output
 
@@ -172,6 +175,8 @@ def test_publish_while_streaming_loses_no_request_and_rollback_serves_v1_again(s
                 outcomes.append(c.generate(ids, max_tokens=10, temperature=0.0).tokens)
             except ServingError as exc:
                 outcomes.append(exc)
+            time.sleep(0.1)  # steady traffic, without starving the verification server of CPU
+        c.close()
 
     worker = threading.Thread(target=traffic)
     worker.start()
