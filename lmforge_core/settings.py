@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from lmforge_core.config.dashboard import DashboardConfig
 from lmforge_core.config.data import DataConfig
 from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.config.orchestration import OrchestrationConfig
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @field_validator("model_name")
     @classmethod
@@ -103,6 +105,8 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = mask_url(self.database_url)
         data["artifact_uri"] = mask_url(self.artifact_uri)
+        for reviewer in data["dashboard"]["reviewers"]:
+            reviewer["password_hash"] = "***"  # noqa: S105 (a mask, not a password)
         return data
 
 

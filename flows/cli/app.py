@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flows.cli import dashboard as cli_dashboard
 from flows.cli import data as cli_data
 from flows.cli import evaluate as cli_evaluate
 from flows.cli import generate as cli_generate
@@ -171,6 +172,7 @@ cli_serving.register(app)
 cli_evaluate.register(app)
 cli_generate.register(app)
 cli_harness.register(app)
+cli_dashboard.register(app)
 
 _PERSON_ERRORS = (
     CliError,

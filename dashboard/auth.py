@@ -1,0 +1,150 @@
+"""Who is using the dashboard: a reviewer logged in with a password (argon2id hashes in the settings), or an
+identity set by an authenticating proxy in a trusted header. Failed logins are rate-limited per name and per
+client address; logins, failures and lockouts are audited."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Mapping
+
+import streamlit as st
+
+from dashboard.context import Context
+from lmforge_core.config.dashboard import DashboardConfig
+from lmforge_core.metadata import review_repository as reviews
+from lmforge_core.passwords import hash_password, verify_password
+
+SESSION_KEY = "lmforge_reviewer"
+# verified against when the name is unknown, so a wrong name costs as long as a wrong password
+_DUMMY_HASH = hash_password("not-a-reviewer-password")
+
+
+class LoginLimiter:
+    """At most ``max_failures`` failed logins per key within ``window_s``; then the key waits out the window."""
+
+    def __init__(self, max_failures: int, window_s: float) -> None:
+        self.max_failures, self.window_s = max_failures, window_s
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures[key]
+        while times and now - times[0] > self.window_s:
+            times.popleft()
+        return times
+
+    def retry_after(self, keys: list[str]) -> float:
+        """Seconds until a login under any of ``keys`` is allowed again (0: allowed now)."""
+        now = time.monotonic()
+        with self._lock:
+            waits = [times[0] + self.window_s - now for key in keys
+                     if len(times := self._recent(key, now)) >= self.max_failures]
+        return max(waits, default=0.0)
+
+    def failed(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                self._recent(key, now).append(now)
+
+    def succeeded(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._failures.pop(key, None)
+
+
+@st.cache_resource(show_spinner=False)
+def limiter(max_failures: int, window_s: int) -> LoginLimiter:
+    """One limiter per process, shared by every browser session (a new tab does not reset it)."""
+    return LoginLimiter(max_failures, window_s)
+
+
+def check_password(config: DashboardConfig, name: str, password: str) -> str | None:
+    """The reviewer's name when ``password`` is theirs, else None (same cost for unknown names)."""
+    reviewer = next((r for r in config.reviewers if r.name == name), None)
+    if reviewer is None:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    return reviewer.name if verify_password(reviewer.password_hash, password) else None
+
+
+def identity_from_headers(config: DashboardConfig, headers: Mapping[str, str]) -> str | None:
+    """The proxy-authenticated identity, when a trusted header is configured, present and allowed."""
+    if config.identity_header is None:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    identity = (lowered.get(config.identity_header) or "").strip()
+    if not identity or len(identity) > 128 or not identity.isprintable():
+        return None
+    if config.header_reviewers and identity not in config.header_reviewers:
+        return None
+    return identity
+
+
+def current_user(ctx: Context) -> str | None:
+    from_header = identity_from_headers(ctx.settings.dashboard, dict(st.context.headers))
+    return from_header or st.session_state.get(SESSION_KEY)
+
+
+def _printable(name: str) -> str:
+    clean = "".join(ch for ch in name.strip() if ch.isprintable())[:64]
+    return clean or "(empty name)"
+
+
+def _audit(ctx: Context, actor: str, action: str, **details: object) -> None:
+    with ctx.runtime.metadata.session() as session:
+        reviews.record_audit(session, actor=actor, action=action, source="dashboard", details=details)
+
+
+def attempt_login(ctx: Context, name: str, password: str, client: str) -> tuple[bool, str]:
+    """Check a login against the limiter and the reviewer list; audits the outcome. Returns (ok, message)."""
+    config = ctx.settings.dashboard
+    keys = [f"name:{name.strip().lower()}", f"client:{client}"]
+    gate = limiter(config.max_failed_logins, config.login_window_s)
+    wait = gate.retry_after(keys)
+    if wait > 0:
+        _audit(ctx, _printable(name), "login.locked", client=client)
+        return False, f"Too many failed logins; try again in {int(wait) + 1} s."
+    user = check_password(config, name.strip(), password)
+    if user is None:
+        gate.failed(keys)
+        _audit(ctx, _printable(name), "login.failed", client=client)
+        return False, "Unknown reviewer or wrong password."
+    gate.succeeded(keys)
+    st.session_state[SESSION_KEY] = user
+    _audit(ctx, user, "login", client=client)
+    return True, f"Signed in as {user}."
+
+
+def _client_address() -> str:
+    """The browser's address as Streamlit saw it ("unknown" when it cannot tell, e.g. under AppTest)."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) and address else "unknown"
+
+
+def sidebar(ctx: Context) -> str | None:
+    """The sign-in box of the sidebar; returns the current reviewer (None: reading only)."""
+    user = current_user(ctx)
+    with st.sidebar:
+        if user is not None:
+            st.caption(f"Signed in as **{user}**")
+            if st.session_state.get(SESSION_KEY) and st.button("Sign out", key="logout"):
+                _audit(ctx, user, "logout")
+                del st.session_state[SESSION_KEY]
+                st.rerun()
+            return user
+        if not ctx.settings.dashboard.reviewers:
+            st.caption("Reading only: no reviewers are configured (see README, dashboard access).")
+            return None
+        with st.form("login", clear_on_submit=True):
+            name = st.text_input("Reviewer", key="login_name")
+            password = st.text_input("Password", type="password", key="login_password")
+            submitted = st.form_submit_button("Sign in", key="login_submit")
+        if submitted:
+            ok, message = attempt_login(ctx, name, password, _client_address())
+            (st.success if ok else st.error)(message)
+            if ok:
+                st.rerun()
+    return None
