@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import get_run_logger
+from prefect import get_run_logger, task
 from prefect.cache_policies import CacheKeyFnPolicy
 
 from flows.artifacts import data_quality_artifact, evaluation_artifact, gate_artifact
 from flows.support import ensure_training_limit, stage_installed
 from lmforge_core.runtime import Runtime
-from tasks.ingest.prefect_tasks import ingest_task
+from tasks.ingest import prefect_tasks as ingest_tasks
+from tasks.ingest.ingest_lock import ingest_lock
+from tasks.ingest.pipeline import accept_batch, nothing_new
 from tasks.prefect_policy import cache_key_from, retry_options, retry_when_transient_or
 from tasks.train.run import TrainingProcessError
 from tasks.train.task import train_dataset_task, untrained_dataset_task
@@ -22,14 +24,37 @@ class QualityGateFailed(RuntimeError):
     """The new batch failed the quality gate; the message names the failed expectations."""
 
 
+def _ingest_steps(runtime: Runtime, source_uri: str | None) -> dict[str, Any]:
+    """The ingest stage's named steps, each its own task, under the ingest lock (see tasks.ingest.prefect_tasks)."""
+    with ingest_lock(runtime) as confirm:
+        plan = ingest_tasks.plan_shards_task(runtime, source_uri)
+        dedup = ingest_tasks.load_dedup_index_task(runtime)
+        staged = ingest_tasks.assess_and_deduplicate_task(runtime, plan, dedup)
+        try:
+            if staged.batch_id is None:
+                return nothing_new(staged).to_dict()
+            gate = ingest_tasks.gate_batch_task(runtime, staged)
+            if gate.passed:
+                choice = ingest_tasks.choose_tokenizer_task(runtime, staged)
+                decision = accept_batch(staged, choice, ingest_tasks.build_dataset_version_task(runtime, staged, choice))
+            else:
+                decision = ingest_tasks.quarantine_batch_task(runtime, staged, gate)
+            return ingest_tasks.commit_batch_task(runtime, staged, gate, decision, dedup, confirm)
+        finally:
+            staged.discard()
+
+
+# The whole ingest once per flow run: its steps pass live objects and are never cached, so this task holds
+# their outcome; a resumed (suspended) or retried run finds it instead of ingesting what arrived meanwhile.
+ingest_night_task = task(_ingest_steps, name="ingest-night", persist_result=True,
+                         cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key_from("source_uri", per_run=True)))
+
+
 def ingest_step(rt: Runtime, source: str | None) -> dict[str, Any]:
-    """Ingest the new shards of ``source`` (the sample drops when None); a failed gate raises
+    """Ingest the new shards of ``source`` (the next sample drop when None); a failed gate raises
     :class:`QualityGateFailed` after the data-quality artifact is published."""
     cfg = rt.settings.orchestration
-    ingest = ingest_task.with_options(
-        **retry_options(cfg, cfg.timeouts.ingest_s), persist_result=True,
-        cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key_from("source_uri", per_run=True)))
-    result = ingest(rt, source)
+    result = ingest_night_task.with_options(**retry_options(cfg, cfg.timeouts.ingest_s))(rt, source)
     if result["status"] in ("accepted", "quarantined"):
         data_quality_artifact(rt.artifacts, result)
     if result["status"] == "quarantined":
