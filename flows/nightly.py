@@ -42,7 +42,6 @@ def _after_training(rt: Runtime, trained: dict[str, Any], fields: dict[str, Any]
     verdict = evaluation["verdict"]
     if verdict == "reject":
         return _summary("rejected", f"the promotion gate rejected {label}: {evaluation['explanation']}", **fields)
-    review = None
     if verdict == "needs_review" or rt.settings.orchestration.review.required:
         from flows.review import review_step  # Prefect's pause/suspend only when a person must decide
 
