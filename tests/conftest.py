@@ -156,6 +156,9 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             yield
 
 
+DISTRIBUTED_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
 @dataclass
 class PrefectServer:
     api_url: str
@@ -190,7 +193,10 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     api_url = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
+    # a training run earlier in this session made this process a world of one (RANK, MASTER_PORT ... set, the
+    # port held): the server's flow runs must pick their own rendezvous.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in DISTRIBUTED_VARS}
+    env = inherited | {
         "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
