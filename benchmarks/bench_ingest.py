@@ -3,6 +3,12 @@
 Usage (from the repository root):
     .venv/bin/python benchmarks/bench_ingest.py                 # 50,000 documents
     .venv/bin/python benchmarks/bench_ingest.py --docs 5000     # quick run
+    .venv/bin/python benchmarks/bench_ingest.py --graded-only   # only the graded-edit near-duplicate table
+
+First, the graded-edit table (`graded_corpus.py`): edited copies of real documents (word substitutions at
+1-40%, replaced spans at 5-50%, appended text at 10-30%, excerpts, formatting-only changes) and unrelated
+controls; per edit kind and level, the share removed by datatrove's default MinHash, by lmforge's dedup with
+the settings it had before the graded calibration, and with today's defaults (`--graded-sweep` adds variants).
 
 What runs, on one generated corpus (JSONL shards of ~300-word documents with injected exact and near
 duplicates; the ground truth is kept by the generator):

@@ -151,8 +151,8 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
     storage = tmp_path_factory.mktemp("prefect-results")
     with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(storage),
-                                     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}):
-        with prefect_test_harness(server_startup_timeout=120):
+                                     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180}):
+        with prefect_test_harness(server_startup_timeout=180):
             yield
 
 

@@ -408,6 +408,7 @@ def accept_batch(staged: StagedBatch, choice: TokenizerChoice, build: DatasetBui
 def _stats(staged: StagedBatch, gate: GateOutcome, decision: BatchDecision) -> dict[str, Any]:
     stats: dict[str, Any] = {
         "drop": staged.drop,
+        "filter_profile": staged.filter_profile,
         "figures": gate.figures,
         "profile": staged.spool.profile.to_dict(),
         "shards": [t.to_dict() for t in staged.tallies],

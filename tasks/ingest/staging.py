@@ -76,6 +76,7 @@ class StagedBatch:
     drop: str | None = None  # the sample drop this batch took (drop mode only)
     remaining: list[str] = field(default_factory=list)  # other drops with new shards, left for later runs
     retry_of: int | None = None
+    filter_profile: str = ""  # the source's filter profile (`DataConfig.profile_for`)
     tallies: list[ShardTally] = field(default_factory=list)
     skipped: list[ShardTally] = field(default_factory=list)
     dedup_counts: Counter[str] = field(default_factory=lambda: Counter(checked=0, exact_duplicate=0,
@@ -183,7 +184,7 @@ def assess_and_deduplicate(runtime: Runtime, source: Source, shards: list[ShardR
     spool = BatchSpool(spool_dir, spool_dir / "documents.sqlite", cfg.quarantine_excerpt_chars,
                        cfg.gate.length_histogram_bins, cfg.gate.token_histogram_buckets)
     staged = StagedBatch(source.uri, spool_dir, spool, time.perf_counter() if started is None else started,
-                         retry_of=retry.batch_id if retry else None)
+                         retry_of=retry.batch_id if retry else None, filter_profile=cfg.filter_profile)
     seen: dict[str, str] = {}  # sha256 -> name of the shards taken in this run
     t0 = time.perf_counter()
     try:

@@ -31,25 +31,27 @@ PLACEHOLDERS = {
     "phone": "<PHONE>",
 }
 
-# a value starts where no word character precedes it, and not right after "<digit><separator>".
-_START = r"(?<!\w)(?<!\d[.,:/-])"
+# A value starts where no word character precedes it, and not right after "<digit><separator>"; each pattern
+# consumes its first character before looking behind it (``\d(?<!\w\d)`` rather than ``(?<!\w)\d``), so the
+# regex engine can skip ahead to that character instead of trying every position of the text.
+_DIGIT = r"\d(?<!\w\d)(?<!\d[.,:/-]\d)"
 # ... and ends where no word character follows, nor "<separator><digit>".
 _END = r"(?!\w)(?![.,:/-]\d)"
 
 _EMAIL = re.compile(
-    r"(?<!\w)[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+    r"[A-Za-z0-9](?<!\w[A-Za-z0-9])[A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
     r"[A-Za-z]{2,24}(?!\w)"
 )
-_IBAN = re.compile(r"(?<!\w)[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?!\w)")
+_IBAN = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?!\w)")
 # 13-19 digits written as cards are: contiguous, in groups of four (``4111 1111 1111 1111``, a shorter last
 # group) or Amex's 4-6-5, one separator throughout, so neighbouring numbers do not join one run. A run after "+"
 # is a phone number; the digits of an IBAN-shaped token that failed its check (``DE37 0000 ...``,
 # ``GB82 WEST 1234 ...``) are not a card.
 _CARD = re.compile(
-    _START + r"(?<!\+)(?<![A-Z]{2}\d{2} )(?<![A-Z]{2}\d{2} [A-Z0-9]{4} )"
-    r"(?:\d{13,19}|\d{4}([ -])\d{6}\1\d{5}|\d{4}([ -])\d{4}(?:\2\d{4}){1,3}(?:\2\d{1,3})?)" + _END
+    _DIGIT + r"(?<!\+\d)(?<![A-Z]{2}\d{2} \d)(?<![A-Z]{2}\d{2} [A-Z0-9]{4} \d)"
+    r"(?:\d{12,18}|\d{3}([ -])\d{6}\1\d{5}|\d{3}([ -])\d{4}(?:\2\d{4}){1,3}(?:\2\d{1,3})?)" + _END
 )
-_SSN = re.compile(_START + r"\d{3}-\d{2}-\d{4}" + _END)
+_SSN = re.compile(_DIGIT + r"\d{2}-\d{2}-\d{4}" + _END)
 _IPV6 = re.compile(
     # not inside a longer token; a single ':' may stand before it (``IP:2001:db8::1``) unless a digit precedes
     # that (``10:20:30``).
@@ -57,13 +59,15 @@ _IPV6 = re.compile(
     r"(?:[0-9A-Fa-f]{1,4}|(?=::))(?::[0-9A-Fa-f]{0,4}){2,8}(?:(?<=:)(?:\d{1,3}\.){3}\d{1,3})?"
     r"(?![\w:])(?![.,/-]\d)"
 )
+# two colons with at most 4 hex digits between them: what every IPv6 address holds (a cheap test first).
+_IPV6_HINT = re.compile(r":[0-9A-Fa-f]{0,4}:")
 # a port (``10.0.0.1:8080``) or a range (``10.0.0.1-10.0.0.9``) may follow an address.
-_IPV4 = re.compile(r"(?<!\w)(?<!\d\.)(?:\d{1,3}\.){3}\d{1,3}(?!\w)(?!\.\d)")
+_IPV4 = re.compile(r"\d(?<!\w\d)(?<!\d\.\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\w)(?!\.\d)")
 _PHONE = re.compile(
-    r"(?<![\w+])(?<!\d[.,:/-])(?:"
-    r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{2,4}){1,4}"  # international, leading +
-    r"|\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}"  # (555) 123-4567
-    r"|\d{3}[.-]\d{3}[.-]\d{4}"  # 555-123-4567
+    r"(?:"
+    r"\+(?<![\w+]\+)(?<!\d[.,:/-]\+)\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{2,4}){1,4}"  # +1 415 ...
+    r"|\((?<![\w+]\()(?<!\d[.,:/-]\()\d{3}\)[ .-]?\d{3}[ .-]\d{4}"  # (555) 123-4567
+    r"|\d(?<![\w+]\d)(?<!\d[.,:/-]\d)\d{2}[.-]\d{3}[.-]\d{4}"  # 555-123-4567
     r")" + _END
 )
 
@@ -178,14 +182,14 @@ def _is_phone(match: str) -> bool:
     return 8 <= digits <= 15
 
 
-_RULES: tuple[tuple[str, re.Pattern[str], Callable[[str], Span | None], str | None], ...] = (
-    # (type, candidate pattern, finder of the value inside a candidate, a character the text must contain)
-    ("email", _EMAIL, lambda m: (0, len(m)), "@"),
+_RULES: tuple[tuple[str, re.Pattern[str], Callable[[str], Span | None], re.Pattern[str] | None], ...] = (
+    # (type, candidate pattern, finder of the value inside a candidate, what the text must contain)
+    ("email", _EMAIL, lambda m: (0, len(m)), re.compile("@")),
     ("iban", _IBAN, _find_iban, None),
     ("credit_card", _CARD, _find_card, None),
-    ("ssn", _SSN, _whole(_is_ssn), "-"),
-    ("ipv6", _IPV6, _find_ipv6, ":"),
-    ("ipv4", _IPV4, _whole(_is_ipv4), "."),
+    ("ssn", _SSN, _whole(_is_ssn), re.compile("-")),
+    ("ipv6", _IPV6, _find_ipv6, _IPV6_HINT),
+    ("ipv4", _IPV4, _whole(_is_ipv4), re.compile(r"\.")),
     ("phone", _PHONE, _whole(_is_phone), None),
 )
 
@@ -194,7 +198,7 @@ def redact_pii(text: str) -> tuple[str, dict[str, int]]:
     """Replace every PII value with its placeholder; return the new text and counts per type."""
     counts = dict.fromkeys(PII_TYPES, 0)
     for kind, pattern, find, needs in _RULES:
-        if needs is not None and needs not in text:
+        if needs is not None and needs.search(text) is None:
             continue
 
         def replace(m: re.Match[str], kind: str = kind, find: Callable[[str], Span | None] = find) -> str:

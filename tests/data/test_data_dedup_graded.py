@@ -91,3 +91,34 @@ def test_containment_is_estimated_from_the_signatures(documents) -> None:
     assert containment_estimate(part, host)[0] >= 0.9  # documents[0] is wholly in `whole`
     assert jaccard_estimate(host, part)[0] < 0.75  # ... though only about half of `whole`
     assert containment_estimate(other, host)[0] < 0.1
+
+
+def test_an_ingest_removes_the_edited_copy_naming_its_twin_and_keeps_the_rest(documents, tmp_path,
+                                                                              data_runtime_factory,
+                                                                              jsonl_writer) -> None:
+    import gzip
+    import json
+
+    from tasks.ingest.pipeline import run_ingest
+
+    folder = tmp_path / "pydoc"
+    originals = [{"id": f"doc-{i}", "text": text} for i, text in enumerate(documents)]
+    copy = {"id": "doc-0-3pct", "text": substitute(documents[0], 0.03, documents[-1], 3)}
+    jsonl_writer(folder / "part-0.jsonl", originals)
+    jsonl_writer(folder / "part-1.jsonl", [copy])
+    rt = data_runtime_factory(source_filter_profiles={str(folder): "technical"})
+    result = run_ingest(rt, str(folder))
+    assert result.status == "accepted", result.message
+    assert result.records_accepted == len(documents) and result.rejected == {"near_duplicate": 1}
+    (key,) = [k for k in result.quarantine_keys if k.endswith("rejected.jsonl.gz")]
+    (entry,) = [json.loads(line) for line in gzip.decompress(rt.artifacts.get_bytes(key)).splitlines()]
+    assert entry["id"] == "doc-0-3pct" and entry["reason"] == "near_duplicate"
+    assert entry["duplicate_of"]["id"] == "doc-0" and entry["duplicate_of"]["shard"] == "part-0.jsonl"
+    assert entry["duplicate_of"]["batch_id"] == result.batch_id
+    assert rt.settings.data.dedup.near_duplicate_threshold <= entry["similarity"] < 1.0
+    from lmforge_core.metadata import removal_repository as removals
+
+    with rt.metadata.session() as session:  # the metadata store carries the same explanation
+        (row,) = [removals.removal_dict(r) for r in removals.list_removals(session, result.batch_id)]
+    assert (row["doc_id"], row["twin_doc_id"], row["twin_shard"]) == ("doc-0-3pct", "doc-0", "part-0.jsonl")
+    assert removals.describe_removal(row).startswith(f"near duplicate: {entry['similarity']:.0%} like document doc-0")

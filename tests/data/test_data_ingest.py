@@ -232,6 +232,8 @@ def test_sample_source_one_drop_per_run_with_cli(tmp_path, data_runtime_factory,
     rt = data_runtime_factory(sample_source_dir=str(sample))
     first = run_ingest(rt)
     assert first.status == "accepted" and first.drop == "day-01-os-files", first.message
+    with rt.metadata.session() as session:  # the sample is reference documentation: the technical profile
+        assert repo.get_batch(session, first.batch_id).stats["filter_profile"] == "technical"
     assert first.remaining_drops == ["day-02-networking-email"]
     assert first.tokenizer_trained and first.tokenizer_version == "tok-000001"
     manifest = json.loads(rt.artifacts.get_bytes(first.dataset["manifest_key"]))
