@@ -25,7 +25,10 @@ CHECKOV_VERSION := 3.3.30
 # (Triton python backend), so it gets a venv of its own; versions measured in the benchmark note.
 # datatrove 0.10.1 imports `regex`, `tokenizers` and `xxhash` without declaring them; xxhash 4 refuses the str
 # shingles datatrove hashes ("Strings must be encoded before hashing"), so < 4.
-BENCH_PEERS := datatrove==0.10.1 orjson==3.13.0 spacy==3.8.18 regex==2026.11.19 tokenizers==0.23.3 xxhash==3.8.2
+# The decode benchmark's peer, CTranslate2 4.8.5 (verified: converts our HF export with no hub access); its
+# converter loads the folder with transformers and torch (the CPU build 2.13.0, as in the project venv).
+BENCH_PEERS := datatrove==0.10.1 orjson==3.13.0 spacy==3.8.18 regex==2026.11.19 tokenizers==0.23.3 xxhash==3.8.2 \
+	ctranslate2==4.8.5 transformers==5.24.0 torch==2.13.0
 
 .PHONY: run test lint setup-run setup-test clean bench
 
@@ -76,6 +79,7 @@ test: lint
 bench: setup-test .venv-bench/.installed
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_serving.py
 
 clean:
