@@ -194,8 +194,10 @@ def seed_platform(rt: Runtime, *, steps: int = 60, seed: int = 7) -> Seeded:
             reviews.record_gate_decision(s, model_version_id=model.id, verdict=verdict, checks=_checks(verdict))
             model_id = model.id
             if version <= 2:
-                repo.set_alias(s, name=MODEL, alias="production", model_version_id=model.id, actor="nightly-flow",
+                repo.set_alias(s, name=MODEL, alias="production", model_version_id=model.id, actor="lmforge:flow",
                                reason="gate passed", at=now - timedelta(days=4 - version))
+                reviews.record_audit(s, actor="lmforge:flow", action="model.promote", target=model.label, source="flow",
+                                     details={"reason": "gate passed"})
             if verdict is GateVerdict.NEEDS_REVIEW:
                 reviews.open_review_request(s, model_version_id=model.id, reason="toxicity near its bound")
         seed_evaluations(rt, model_id, version, seeded.datasets, rng)

@@ -3,6 +3,8 @@ PostgreSQL): no exception, no error element, the seeded facts shown, a friendly 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -30,12 +32,19 @@ def assert_clean(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_page_renders_the_seeded_platform(seeded_view: Platform, page: str) -> None:
-    at = open_page(page)
-    assert_clean(at)
-    assert at.title, "every page has a title"
-    assert "No data batches yet" not in texts(at)
+def visit_every_page() -> Iterator[tuple[str, AppTest]]:
+    """One session walking through every page, as a person clicking down the sidebar does."""
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    for page in PAGES:
+        yield page, at.switch_page(page).run()
+
+
+def test_every_page_renders_the_seeded_platform(seeded_view: Platform) -> None:
+    for page, at in visit_every_page():
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        assert at.title and at.title[0].value, page
+        assert " yet." not in texts(at), (page, "an empty state on a seeded store")
 
 
 def test_overview_shows_production_since_and_open_alerts(seeded_view: Platform) -> None:
@@ -73,12 +82,12 @@ def test_evaluation_heatmap_has_a_cell_per_model_and_dataset(seeded_view: Platfo
     assert v4["ds-000001"] > v4["ds-000003"]  # the seeded forgetting shows on old data
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_page_on_an_empty_store_shows_a_friendly_empty_state(empty_view: Platform, page: str) -> None:
-    at = open_page(page)
-    assert_clean(at)
-    shown = texts(at)
-    assert " yet" in shown or "Nothing needs attention" in shown, shown
+def test_every_page_on_an_empty_store_shows_a_friendly_empty_state(empty_view: Platform) -> None:
+    for page, at in visit_every_page():
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        shown = texts(at)
+        assert " yet" in shown or "Nothing needs attention" in shown, (page, shown)
 
 
 def test_unmigrated_database_is_one_clear_message(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
