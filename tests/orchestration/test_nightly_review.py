@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from flows.nightly import nightly_retrain
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata import review_repository as reviews
@@ -38,6 +40,7 @@ def _counts(rt: Runtime) -> dict[str, int]:
                 for kind in (DataBatch, DatasetVersion, TrainingRun, ModelVersion, Deployment)}
 
 
+@pytest.mark.slow
 def test_champion_published_then_nothing_new_then_a_rejected_challenger_leaves_serving_untouched(
         prefect_harness, night_config, open_config, shard_writer, impossible_gate, tmp_path: Path) -> None:
     source = tmp_path / "src"
