@@ -62,7 +62,8 @@ setup-test: $(VENV)/.installed-test .venv-checkov/.installed
 NIGHT_STEPS ?= 40
 run: setup-run
 	$(BIN)/lmforge nightly --steps $(NIGHT_STEPS)
-	$(BIN)/lmforge triton status >/dev/null 2>&1 || $(BIN)/lmforge triton up
+	@$(BIN)/lmforge triton status >/dev/null 2>&1 || $(BIN)/lmforge triton up \
+	  || echo "no Triton started: no version is published yet (the night's gate table says why)"
 
 lint: setup-test
 	$(BIN)/ruff check .
