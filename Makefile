@@ -82,6 +82,7 @@ bench: setup-test .venv-bench/.installed
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_serving.py
+	PYTHONPATH=. $(BIN)/python benchmarks/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) .venv-checkov .venv-bench .lmforge .pytest_cache .ruff_cache

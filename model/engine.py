@@ -201,15 +201,18 @@ def load_checkpoint(engine: Any, root: str, tag: str) -> dict[str, Any] | None:
 def discard_gradients(engine: Any, accumulation_steps: int) -> None:
     """Drop a half-accumulated step: every gradient buffer is emptied and the engine is at a step boundary.
 
-    ``engine.zero_grad()`` alone is not enough: ZeRO-1/2 keep the reduced gradients of earlier micro-batches
-    in their own accumulators (``all_grad_tensors``, the CPU-offload buffers) and count micro-steps apart from
-    the engine. This is what DeepSpeed does itself when an fp16 step overflows (``stage_1_and_2.step``).
+    ``engine.zero_grad()`` alone is not enough: it only clears the module's ``.grad``s, while ZeRO keeps the
+    reduced gradients of earlier micro-batches in its own accumulators (stage 1/2: ``all_grad_tensors``;
+    stage 3: the partitioned gradient buffers, added to while its micro-step counter is past 0; both: the
+    CPU-offload buffers). This is what DeepSpeed does itself when an fp16 step overflows.
     """
+    from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+    from deepspeed.runtime.zero.stage_1_and_2 import INITIAL_MICRO_STEP_ID, DeepSpeedZeroOptimizer
+
     engine.zero_grad()
     opt = engine.optimizer
-    if hasattr(opt, "all_grad_tensors"):  # ZeRO stage 1 or 2
-        from deepspeed.runtime.zero.stage_1_and_2 import INITIAL_MICRO_STEP_ID
-
+    if isinstance(opt, DeepSpeedZeroOptimizer):
+        opt.zero_grad(set_to_none=True)
         opt._release_preflattened_grad_buffers()
         if opt.cpu_offload:
             opt.reset_cpu_buffers()
@@ -218,4 +221,10 @@ def discard_gradients(engine: Any, accumulation_steps: int) -> None:
         for group in list(opt.averaged_gradients):
             opt.averaged_gradients[group] = None
         opt.micro_step_id = INITIAL_MICRO_STEP_ID
+    elif isinstance(opt, DeepSpeedZeroOptimizer_Stage3):
+        opt.zero_grad(set_to_none=True)  # also restarts its micro-step count: the next backward copies
+        if opt.offload_optimizer:
+            opt.reset_cpu_buffers()
+        else:
+            opt.averaged_gradients = {}
     engine.micro_steps = engine.global_steps * accumulation_steps
