@@ -22,6 +22,7 @@ from pydantic_settings import (
 from lmforge_core.config.dashboard import DashboardConfig
 from lmforge_core.config.data import DataConfig
 from lmforge_core.config.evaluate import EvaluateConfig
+from lmforge_core.config.orchestration import OrchestrationConfig
 from lmforge_core.config.serving import ServingConfig
 from lmforge_core.config.train import TrainConfig
 from lmforge_core.redact import mask_url
@@ -63,6 +64,7 @@ class Settings(BaseSettings):
     model_name: str = Field(default="lmforge", description="Registered model name.")
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)

@@ -8,6 +8,12 @@ LMFORGE_TEST_ALLOW_SKIPS=1: then those tests skip with the reason, shown in the 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -130,3 +136,85 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA GPU; none is visible on this machine")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One temporary Prefect API (server and SQLite database) for every test that runs flows, started once
+    per session (15-30 s on a loaded machine); persisted task results go to a session folder."""
+    from prefect.settings import (
+        PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(storage),
+                                     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 180}):
+        with prefect_test_harness(server_startup_timeout=180):
+            yield
+
+
+DISTRIBUTED_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass
+class PrefectServer:
+    api_url: str
+    env: dict[str, str]  # what a client or worker process needs to talk to this server
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"prefect server did not answer {url}/health within {timeout:.0f} s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """A real `prefect server start` backed by a PostgreSQL database of its own, on a free port."""
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        missing_service(f"PostgreSQL at 127.0.0.1:5432 is not answering ({str(exc).strip().splitlines()[0]})")
+    name = f"prefect_e2e_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    home = tmp_path_factory.mktemp("prefect-home")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api_url = f"http://127.0.0.1:{port}/api"
+    # a training run earlier in this session made this process a world of one (RANK, MASTER_PORT ... set, the
+    # port held): the server's flow runs must pick their own rendezvous.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k not in DISTRIBUTED_VARS}
+    env = inherited | {
+        "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
+    }
+    log = home / "server.log"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                     "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            _wait_healthy(api_url, proc, log, timeout=180)
+            yield PrefectServer(api_url, env)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -16,6 +16,8 @@ from flows.cli import data as cli_data
 from flows.cli import evaluate as cli_evaluate
 from flows.cli import generate as cli_generate
 from flows.cli import harness as cli_harness
+from flows.cli import orchestration as cli_orchestration
+from flows.cli import review as cli_review
 from flows.cli import serving as cli_serving
 from flows.cli import study as cli_study
 from flows.cli import train as cli_train
@@ -165,8 +167,10 @@ def status(as_json: JsonFlag = False) -> None:
 # Each stage adds its commands from its own module.
 cli_data.register(app)
 cli_train.register(app)
-cli_evaluate.register(app)
+cli_orchestration.register(app)
+cli_review.register(app)
 cli_serving.register(app)
+cli_evaluate.register(app)
 cli_generate.register(app)
 cli_harness.register(app)
 cli_study.register(app)

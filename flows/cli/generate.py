@@ -12,6 +12,7 @@ from flows.cli.common import CliError, console, emit, runtime
 
 if TYPE_CHECKING:
     from model.decoding import SamplingParams
+
     from model.registry import LoadedModel
 
 

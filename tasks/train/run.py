@@ -51,6 +51,10 @@ class TrainingError(RuntimeError):
     """The run could not start or did not finish; the message says why and what to do."""
 
 
+class TrainingProcessError(TrainingError):
+    """The launched training processes exited with an error (killed, crashed): the run can be resumed."""
+
+
 @dataclass
 class TrainResult:
     run_id: str
@@ -131,24 +135,32 @@ def _execute(job: JobConfig, job_path: Path, processes: int, launcher: str, reco
     run_dir = Path(job.run_dir)
     started = int(time.time())
     log, error_file = run_dir / f"train-{started}.log", run_dir / f"error-{started}.json"
-    tail = EventTail(run_dir / "events.jsonl", recorder.handle)
+    tails = [EventTail(run_dir / "events.jsonl", recorder.handle), EventTail(log, recorder.handle, _launcher_line)]
     proc = spawn(job_path, processes, launcher, log, error_file)
     while proc.poll() is None:
-        tail.drain()
+        for tail in tails:
+            tail.drain()
         time.sleep(0.5)
-    tail.drain()
+    for tail in tails:
+        tail.drain()
     if proc.returncode != 0:
         cause = read_error_file(error_file)
         if cause is None:  # no error file: killed by a signal, or it died before the entry point ran
             cause = " | ".join(log.read_text(errors="replace").splitlines()[-3:])
-        raise TrainingError(f"training processes exited with code {proc.returncode}: {cause} (log {log})")
+        raise TrainingProcessError(f"training processes exited with code {proc.returncode}: {cause} (log {log})")
+
+
+def _launcher_line(line: bytes) -> dict[str, Any]:
+    return {"type": "log", "line": line.decode(errors="replace").rstrip()}
 
 
 class EventTail:
-    """Hands each complete new line of a growing ``events.jsonl`` to ``handle`` as an event."""
+    """Hands each complete new line of a growing file to ``handle`` as an event: ``events.jsonl`` lines as
+    they are, other files' lines through ``parse`` (the launcher's output as ``log`` events)."""
 
-    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], None]) -> None:
-        self.path, self.handle = path, handle
+    def __init__(self, path: Path, handle: Callable[[dict[str, Any]], None],
+                 parse: Callable[[bytes], dict[str, Any]] = json.loads) -> None:
+        self.path, self.handle, self.parse = path, handle, parse
         self.offset = path.stat().st_size if path.is_file() else 0
         self.buffer = b""
 
@@ -162,7 +174,7 @@ class EventTail:
         *lines, self.buffer = (self.buffer + chunk).split(b"\n")
         for line in lines:
             if line.strip():
-                self.handle(json.loads(line))
+                self.handle(self.parse(line))
 
 
 @contextlib.contextmanager

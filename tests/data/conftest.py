@@ -75,12 +75,3 @@ def data_runtime_factory(tmp_path: Path) -> Iterator[Callable[..., Runtime]]:
     yield make
     for rt in opened:
         rt.metadata.dispose()
-
-
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    """A temporary Prefect API (server and database) for the tests that run flows: about 15 s to start, once."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):  # 30 s by default: too short on a loaded machine
-        yield

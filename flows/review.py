@@ -1,0 +1,50 @@
+"""The human-review step: wait for a reviewer's typed decision, with a timeout and a configured default.
+
+A local run (no deployment) pauses: the process keeps waiting and polls. A deployed run suspends: its
+process exits and frees the worker; the review action resumes it, the flow runs again from the top, the
+finished tasks return their persisted results, and ``suspend_flow_run`` (same key) returns the decision.
+Prefect refuses to suspend a run without a deployment, hence the two ways.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.runtime import deployment, flow_run
+
+from lmforge_core.runtime import Runtime
+from tasks.review.run_input import ReviewInput
+from tasks.review.waiting import open_request, record_timeout
+
+open_request_task = task(open_request, name="open-review-request", cache_policy=NO_CACHE, retries=2,
+                         retry_delay_seconds=[2, 8])
+record_timeout_task = task(record_timeout, name="review-timeout-default", cache_policy=NO_CACHE, retries=2,
+                           retry_delay_seconds=[2, 8])
+
+
+def _wait(key: str, timeout_s: int, poll_s: int) -> ReviewInput:
+    if deployment.id is not None:
+        return suspend_flow_run(wait_for_input=ReviewInput, timeout=timeout_s, key=key)
+    return pause_flow_run(wait_for_input=ReviewInput, timeout=timeout_s, poll_interval=poll_s, key=key)
+
+
+def review_step(rt: Runtime, model_version: str, reason: str) -> dict[str, Any]:
+    """Ask for a review of ``model_version`` and wait; returns ``{decision, reviewer, comment, request_id}``."""
+    cfg = rt.settings.orchestration.review
+    logger = get_run_logger()
+    request = open_request_task(rt, model_version, reason, str(flow_run.id), cfg.timeout_s)
+    logger.warning("%s waits for review (%s): `lmforge review approve|reject %s --comment ...` within %d s; "
+                   "default then: %s", request["model"], reason, request["model"], cfg.timeout_s, cfg.default)
+    try:
+        answer = _wait(f"review-{request['request_id']}", cfg.timeout_s, cfg.poll_interval_s)
+    except FlowPauseTimeout:
+        decided = record_timeout_task(rt, int(request["request_id"]), cfg.default, cfg.timeout_s)
+        logger.warning("review of %s timed out: %s", request["model"], decided["comment"])
+        return decided | {"request_id": request["request_id"], "timed_out": True}
+    logger.info("review of %s: %s by %s", request["model"], answer.decision, answer.reviewer)
+    return {"decision": answer.decision, "reviewer": answer.reviewer, "comment": answer.comment,
+            "request_id": request["request_id"], "timed_out": False}

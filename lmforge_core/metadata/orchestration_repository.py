@@ -1,0 +1,62 @@
+"""Queries the orchestration needs to pick up where a night stopped: which dataset version still waits for
+its training, which run of it can be resumed, and which review request a flow run already opened.
+
+Same contract as :mod:`lmforge_core.metadata.repository`: every function takes the caller's session and
+never commits.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lmforge_core.metadata.models import (
+    Checkpoint,
+    DatasetVersion,
+    ModelVersion,
+    ReviewRequest,
+    RunStatus,
+    TrainingRun,
+)
+
+
+def succeeded_run_for_dataset(session: Session, dataset_version_id: int) -> TrainingRun | None:
+    """The latest training run on this dataset version that finished and registered a model."""
+    stmt = (select(TrainingRun)
+            .where(TrainingRun.dataset_version_id == dataset_version_id, TrainingRun.status == RunStatus.SUCCEEDED)
+            .order_by(TrainingRun.id.desc()).limit(1))
+    return session.scalars(stmt).first()
+
+
+def resumable_run_for_dataset(session: Session, dataset_version_id: int) -> TrainingRun | None:
+    """The latest unfinished (failed, interrupted, or left running by a killed process) run on this dataset
+    version that recorded at least one checkpoint, when no later run on it succeeded."""
+    if succeeded_run_for_dataset(session, dataset_version_id) is not None:
+        return None
+    stmt = (select(TrainingRun)
+            .where(TrainingRun.dataset_version_id == dataset_version_id,
+                   TrainingRun.status.in_((RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.RUNNING)),
+                   select(Checkpoint.id).where(Checkpoint.run_id == TrainingRun.id).exists())
+            .order_by(TrainingRun.id.desc()).limit(1))
+    return session.scalars(stmt).first()
+
+
+def latest_untrained_dataset(session: Session) -> DatasetVersion | None:
+    """The latest dataset version, when no training run on it has succeeded yet (else None)."""
+    latest = session.scalars(select(DatasetVersion).order_by(DatasetVersion.id.desc()).limit(1)).first()
+    if latest is None or succeeded_run_for_dataset(session, latest.id) is not None:
+        return None
+    return latest
+
+
+def model_version_of_run(session: Session, run_pk: int) -> ModelVersion | None:
+    stmt = select(ModelVersion).where(ModelVersion.training_run_id == run_pk).order_by(ModelVersion.id.desc()).limit(1)
+    return session.scalars(stmt).first()
+
+
+def review_request_of_flow_run(session: Session, model_version_id: int, flow_run_id: str) -> ReviewRequest | None:
+    """The review request this flow run opened for this model version, in any state."""
+    stmt = (select(ReviewRequest)
+            .where(ReviewRequest.model_version_id == model_version_id, ReviewRequest.flow_run_id == flow_run_id)
+            .order_by(ReviewRequest.id.desc()).limit(1))
+    return session.scalars(stmt).first()

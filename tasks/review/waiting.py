@@ -1,0 +1,55 @@
+"""The flow's side of a review: the request it waits on, and the configured default when nobody decides.
+
+A person's decision goes through :func:`tasks.review.actions.apply_review` (dashboard, ``lmforge review``);
+these two functions are what the waiting flow itself records.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from lmforge_core.metadata import orchestration_repository as orch
+from lmforge_core.metadata import repository as repo
+from lmforge_core.metadata import review_repository as reviews
+from lmforge_core.metadata.models import ModelStatus, ModelVersion, ReviewDecision, ReviewRequest, ReviewRequestStatus
+from lmforge_core.runtime import Runtime
+from tasks.review.actions import resolve_model_ref
+
+TIMEOUT_REVIEWER = "lmforge:timeout"
+
+
+def open_request(runtime: Runtime, model_ref: str, reason: str, flow_run_id: str, timeout_s: int) -> dict[str, str]:
+    """The review request of this flow run for ``model_ref``, opened (and audited) once: a resumed or retried
+    run finds the one it opened. Returns its id, status and the model label."""
+    with runtime.metadata.session() as session:
+        model = resolve_model_ref(session, runtime.settings.model_name, model_ref)
+        request = orch.review_request_of_flow_run(session, model.id, flow_run_id)
+        if request is None:
+            request = reviews.open_review_request(
+                session, model_version_id=model.id, reason=reason, flow_run_id=flow_run_id,
+                deadline=datetime.now(UTC) + timedelta(seconds=timeout_s))
+            reviews.record_audit(session, actor="lmforge:flow", action="review.requested", target=model.label,
+                                 source="flow", details={"request_id": request.id, "reason": reason,
+                                                         "flow_run_id": flow_run_id, "timeout_s": timeout_s})
+        return {"request_id": str(request.id), "status": request.status.value, "model": model.label}
+
+
+def record_timeout(runtime: Runtime, request_id: int, default: str, timeout_s: int) -> dict[str, str]:
+    """Nobody decided within ``timeout_s``: the request is closed as timed out and the configured ``default``
+    (approve or reject) is recorded as the review of reviewer ``lmforge:timeout``, audited."""
+    decision = ReviewDecision(default)
+    comment = f"no reviewer decided within {timeout_s} s; the configured default ({default}) applies"
+    with runtime.metadata.session() as session:
+        request = session.get(ReviewRequest, request_id)
+        if request is None:
+            raise ValueError(f"review request {request_id} does not exist")
+        model = session.get(ModelVersion, request.model_version_id)
+        review = repo.add_review(session, model_version_id=request.model_version_id, reviewer=TIMEOUT_REVIEWER,
+                                 decision=decision, comment=comment)
+        reviews.resolve_review_request(session, request, ReviewRequestStatus.TIMED_OUT, review_id=review.id)
+        repo.set_model_status(session, request.model_version_id,
+                              ModelStatus.APPROVED if decision is ReviewDecision.APPROVE else ModelStatus.REJECTED)
+        reviews.record_audit(session, actor=TIMEOUT_REVIEWER, action=f"review.timeout.{default}",
+                             target=model.label if model else str(request.model_version_id), source="flow",
+                             details={"request_id": request_id, "review_id": review.id})
+    return {"decision": default, "reviewer": TIMEOUT_REVIEWER, "comment": comment}
