@@ -34,7 +34,9 @@ PROMPT, NEW = 32, 128
 
 def _timed(fn: Callable[[], list[list[int]]], rounds: int) -> tuple[float, list[list[int]]]:
     """Best wall time of ``rounds`` runs after one warm-up (background load only ever slows a run)."""
+    start = time.perf_counter()
     out = fn()
+    _timed.first = time.perf_counter() - start  # type: ignore[attr-defined]
     best = float("inf")
     for _ in range(rounds):
         start = time.perf_counter()
@@ -187,16 +189,14 @@ def bench_decode(name: str, batches: list[int], threads: int, rounds: int, ct2_p
             total = batch * NEW
             hf_s, hf_tokens = _timed(_hf_generate(hf_model, prompts, eos), rounds)
             print(f"\n{name} batch {batch}: HF generate {total / hf_s:,.0f} tok/s")
+            best_ours = float("inf")
             for variant in ("library", "static", "compiled"):
-                start = time.perf_counter()
-                run = _ours(model, prompts, eos, variant)
-                seconds, tokens = _timed(run, rounds)
-                setup = time.perf_counter() - start - seconds * (rounds + 1)
+                seconds, tokens = _timed(_ours(model, prompts, eos, variant), rounds)
                 print(f"  lmforge {variant:9s} {total / seconds:8,.0f} tok/s  {hf_s / seconds:5.2f}x HF  "
-                      f"same tokens {_same(tokens, hf_tokens):.1%}" + (f"  (compile ~{setup:.0f}s)" if
-                                                                        variant == "compiled" else ""))
-                if variant == "compiled":
-                    best_ours = seconds
+                      f"same tokens {_same(tokens, hf_tokens):.1%}" + (
+                          f"  (first call, compiling: {_timed.first:.0f}s)"  # type: ignore[attr-defined]
+                          if variant == "compiled" else ""))
+                best_ours = min(best_ours, seconds)
             ort_s, ort_tokens = _timed(_onnxruntime(model, prompts, eos, folder, threads), rounds)
             print(f"  lmforge ONNX RT   {total / ort_s:8,.0f} tok/s  {hf_s / ort_s:5.2f}x HF  "
                   f"same tokens {_same(ort_tokens, hf_tokens):.1%}  (serving export, growing past, no IO binding)")
@@ -204,7 +204,7 @@ def bench_decode(name: str, batches: list[int], threads: int, rounds: int, ct2_p
             if ct2:
                 print(f"  CTranslate2       {total / ct2['seconds']:8,.0f} tok/s  {hf_s / ct2['seconds']:5.2f}x HF  "
                       f"same tokens {_same(ct2['tokens'], hf_tokens):.1%}")
-                print(f"  lmforge compiled / CTranslate2 = {ct2['seconds'] / best_ours:.2f}x, "
+                print(f"  best lmforge PyTorch path / CTranslate2 = {ct2['seconds'] / best_ours:.2f}x, "
                       f"ONNX RT / CTranslate2 = {ct2['seconds'] / ort_s:.2f}x")
 
 
