@@ -12,7 +12,6 @@ from flows.cli.common import CliError, console, emit, runtime
 
 if TYPE_CHECKING:
     from model.decoding import SamplingParams
-
     from model.registry import LoadedModel
 
 

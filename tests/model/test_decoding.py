@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 from helpers import TINY
+
+from model.configs import ModelConfig
 from model.decoding import (
     SamplingParams,
     adaptive_temperatures,
@@ -13,8 +15,6 @@ from model.decoding import (
     process_logits,
     stream_generate,
 )
-
-from model.configs import ModelConfig
 from model.network import build_model
 
 EOS, PAD = 1, 0

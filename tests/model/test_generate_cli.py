@@ -3,11 +3,11 @@
 import json
 
 import pytest
-from model.decoding import SamplingParams, generate
 from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.cli.common import CliError
+from model.decoding import SamplingParams, generate
 from model.registry import load_model_version
 
 PROMPT = "Return the JSON"
