@@ -54,7 +54,13 @@ setup-run: $(VENV)/.installed-run
 	.venv-checkov/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
 	touch $@
 
-setup-test: $(VENV)/.installed-test .venv-checkov/.installed
+# The dashboard's browser test drives Debian's headless Chromium through Playwright (which downloads no browser).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "the dashboard's browser test needs Debian's chromium: sudo apt-get install chromium chromium-driver"; fi
+
+setup-test: $(VENV)/.installed-test .venv-checkov/.installed $(CHROMIUM)
 
 # The main job: one night of the nightly_retrain flow (ingest -> gate -> train -> evaluate -> gate -> publish
 # to the local Triton repository) on the embedded defaults and the next sample drop; then the local Triton

@@ -30,9 +30,10 @@ from serving.triton_config import TOKENIZER, validate_config
 from serving.triton_models.common import load_version_tokenizer
 
 
-class CompletionRequest(BaseModel):
+class _SamplingRequest(BaseModel):
+    """The request fields both endpoints share: which model, how many tokens, how to sample."""
+
     model: str = ""
-    prompt: str | list[str]
     max_tokens: int = Field(16, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=5.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
@@ -41,6 +42,10 @@ class CompletionRequest(BaseModel):
     stream: bool = False
     stop: str | list[str] | None = None
     n: int = Field(1, ge=1, le=1, description="one choice per request")
+
+
+class CompletionRequest(_SamplingRequest):
+    prompt: str | list[str]
 
     @field_validator("prompt")
     @classmethod
@@ -59,17 +64,8 @@ class ChatMessage(BaseModel):
     content: str
 
 
-class ChatRequest(BaseModel):
-    model: str = ""
+class ChatRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int = Field(16, ge=1)
-    temperature: float = Field(1.0, ge=0.0, le=5.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)
-    seed: int | None = Field(None, ge=0)
-    stream: bool = False
-    stop: str | list[str] | None = None
-    n: int = Field(1, ge=1, le=1)
 
 
 def chat_prompt(messages: list[ChatMessage]) -> str:

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lmforge_core.processes import pid_alive
+
 STATE_FILE = "server.json"
 
 
@@ -101,15 +103,6 @@ def is_ready(state: ServerState) -> bool:
     return _get(f"http://{state.http_url}/v2/health/ready")[0] == 200
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def _log_tail(path: str, lines: int = 15) -> str:
     try:
@@ -156,7 +149,7 @@ def start_server(repository: Path, run_dir: Path, *, model_control: str = "expli
 
 def stop_pid(pid: int, timeout: float = 15.0) -> None:
     """SIGTERM the server we started (by its pid), SIGKILL after ``timeout``."""
-    if not _alive(pid):
+    if not pid_alive(pid):
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -165,7 +158,7 @@ def stop_pid(pid: int, timeout: float = 15.0) -> None:
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 return
         except ChildProcessError:  # not our child (started by another `lmforge triton up`)
-            if not _alive(pid):
+            if not pid_alive(pid):
                 return
         time.sleep(0.2)
     os.kill(pid, signal.SIGKILL)
@@ -191,7 +184,7 @@ def server_status(run_dir: Path) -> dict[str, Any]:
     state = read_state(run_dir)
     if state is None:
         return {"running": False, "reason": f"no server recorded in {run_dir}"}
-    data: dict[str, Any] = asdict(state) | {"running": _alive(state.pid), "ready": is_ready(state)}
+    data: dict[str, Any] = asdict(state) | {"running": pid_alive(state.pid), "ready": is_ready(state)}
     if data["ready"]:
         code, body = _get(f"http://127.0.0.1:{state.metrics_port}/metrics")
         data["metrics_ok"] = code == 200 and b"nv_inference_request_success" in body

@@ -46,85 +46,87 @@ def _render(c: Console, d: dict[str, Any]) -> None:
             f"  metrics: `lmforge status` / step_metrics of run {d['run_id']} in the metadata store")
 
 
+def train(
+    model_config: Annotated[str | None, typer.Option("--model-config", help="named shape: tiny, 20m, 125m, 1b, 7b, 30b")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="dataset version (default: latest)")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="optimizer steps")] = None,
+    source: Annotated[str, typer.Option("--from", help="production, scratch, or a Hugging Face folder")] = "production",
+    processes: Annotated[int | None, typer.Option("--processes", min=1, help="training processes")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="resume this run id from its last checkpoint")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train (continual: new data + replay) and record a run and a new candidate model version."""
+    from model.token_shards import DataError
+    from model.weights import WeightsError
+    from tasks.train.run import TrainingError, resume_training, run_training
+
+    rt = runtime()
+    total = steps or rt.settings.train.steps
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
+                      disable=as_json, transient=False) as progress:
+            on_event = _progress_bar(progress, total, quiet=as_json)
+            if resume:
+                result = resume_training(rt, resume, processes=processes, progress=on_event)
+            else:
+                result = run_training(rt, dataset=dataset, steps=steps, network=model_config, source=source,
+                                      processes=processes, progress=on_event)
+    except (TrainingError, WeightsError, DataError, ValueError) as exc:
+        raise CliError(str(exc), "see the run folder's log and `lmforge status`") from exc
+    emit(dataclasses.asdict(result), as_json, _render)
+
+def export_hf_command(
+    model_version: Annotated[str, typer.Argument(help="version number (3, v3) or alias (production)")],
+    directory: Annotated[Path, typer.Argument(help="output folder (config.json + model.safetensors)")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a model version as a Hugging Face Llama checkpoint, tokenizer included."""
+    from model.hf_interop import export_hf
+    from model.registry import fetch_weights, split_ref, tokenizer_for_version
+    from model.weights import WeightsError
+
+    rt = runtime()
+    name, ref = split_ref(rt.settings.model_name, model_version)
+    with rt.metadata.session() as session:
+        version = repo.resolve_model_version(session, name, ref)
+        record, label = dict(version.artifacts), version.label
+        tokenizer = tokenizer_for_version(session, rt.artifacts, record, rt.settings.data.tokenizer)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            export_hf(fetch_weights(rt.artifacts, record, Path(tmp), label), directory, tokenizer)
+    except (WeightsError, ValueError) as exc:
+        raise CliError(str(exc), "train a model first, or restore its artifacts") from exc
+    data = {"model_version": label, "directory": str(directory.resolve()),
+            "tokenizer": tokenizer.version if tokenizer else None}
+    emit(data, as_json, lambda c, d: c.print(
+        f"[green]exported[/] {d['model_version']} to {d['directory']} (Llama format"
+        + (f", tokenizer {d['tokenizer']})" if d["tokenizer"] else ", no tokenizer recorded)")))
+
+def import_hf_command(
+    directory: Annotated[Path, typer.Argument(help="Hugging Face Llama folder (config.json + safetensors)")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Convert a Llama checkpoint into lmforge weights (continue from it with `train --from DIR`)."""
+    from model.hf_interop import import_hf
+    from model.weights import WeightsError, read_weights_config
+
+    rt = runtime()
+    out = rt.settings.workspace / "imports" / directory.resolve().name
+    try:
+        digest = import_hf(directory, out)
+    except WeightsError as exc:
+        raise CliError(str(exc), "point at a folder with config.json and *.safetensors") from exc
+    meta = read_weights_config(out)
+    emit({"weights": str(out), "sha256": digest, "model": meta["model"], "tokenizer": meta.get("tokenizer")},
+         as_json, lambda c, d: c.print(f"[green]imported[/] to {d['weights']} "
+                                       f"({d['model']['n_layers']} layers, dim {d['model']['dim']}"
+                                       + (", with its tokenizer)" if d["tokenizer"] else ", no tokenizer)")))
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands. They import torch and the training stack only when run, so that
     `lmforge status` and the other commands start without paying for it."""
-    @app.command()
-    def train(
-        model_config: Annotated[str | None, typer.Option("--model-config", help="named shape: tiny, 20m, 125m, 1b, 7b, 30b")] = None,
-        dataset: Annotated[str | None, typer.Option("--dataset", help="dataset version (default: latest)")] = None,
-        steps: Annotated[int | None, typer.Option("--steps", min=1, help="optimizer steps")] = None,
-        source: Annotated[str, typer.Option("--from", help="production, scratch, or a Hugging Face folder")] = "production",
-        processes: Annotated[int | None, typer.Option("--processes", min=1, help="training processes")] = None,
-        resume: Annotated[str | None, typer.Option("--resume", help="resume this run id from its last checkpoint")] = None,
-        as_json: JsonFlag = False,
-    ) -> None:
-        """Train (continual: new data + replay) and record a run and a new candidate model version."""
-        from model.token_shards import DataError
-        from model.weights import WeightsError
-        from tasks.train.run import TrainingError, resume_training, run_training
-
-        rt = runtime()
-        total = steps or rt.settings.train.steps
-        try:
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
-                          disable=as_json, transient=False) as progress:
-                on_event = _progress_bar(progress, total, quiet=as_json)
-                if resume:
-                    result = resume_training(rt, resume, processes=processes, progress=on_event)
-                else:
-                    result = run_training(rt, dataset=dataset, steps=steps, network=model_config, source=source,
-                                          processes=processes, progress=on_event)
-        except (TrainingError, WeightsError, DataError, ValueError) as exc:
-            raise CliError(str(exc), "see the run folder's log and `lmforge status`") from exc
-        emit(dataclasses.asdict(result), as_json, _render)
-
-    @app.command("export-hf")
-    def export_hf_command(
-        model_version: Annotated[str, typer.Argument(help="version number (3, v3) or alias (production)")],
-        directory: Annotated[Path, typer.Argument(help="output folder (config.json + model.safetensors)")],
-        as_json: JsonFlag = False,
-    ) -> None:
-        """Write a model version as a Hugging Face Llama checkpoint, tokenizer included."""
-        from model.hf_interop import export_hf
-        from model.registry import fetch_weights, split_ref, tokenizer_for_version
-        from model.weights import WeightsError
-
-        rt = runtime()
-        name, ref = split_ref(rt.settings.model_name, model_version)
-        with rt.metadata.session() as session:
-            version = repo.resolve_model_version(session, name, ref)
-            record, label = dict(version.artifacts), version.label
-            tokenizer = tokenizer_for_version(session, rt.artifacts, record, rt.settings.data.tokenizer)
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                export_hf(fetch_weights(rt.artifacts, record, Path(tmp), label), directory, tokenizer)
-        except (WeightsError, ValueError) as exc:
-            raise CliError(str(exc), "train a model first, or restore its artifacts") from exc
-        data = {"model_version": label, "directory": str(directory.resolve()),
-                "tokenizer": tokenizer.version if tokenizer else None}
-        emit(data, as_json, lambda c, d: c.print(
-            f"[green]exported[/] {d['model_version']} to {d['directory']} (Llama format"
-            + (f", tokenizer {d['tokenizer']})" if d["tokenizer"] else ", no tokenizer recorded)")))
-
-    @app.command("import-hf")
-    def import_hf_command(
-        directory: Annotated[Path, typer.Argument(help="Hugging Face Llama folder (config.json + safetensors)")],
-        as_json: JsonFlag = False,
-    ) -> None:
-        """Convert a Llama checkpoint into lmforge weights (continue from it with `train --from DIR`)."""
-        from model.hf_interop import import_hf
-        from model.weights import WeightsError, read_weights_config
-
-        rt = runtime()
-        out = rt.settings.workspace / "imports" / directory.resolve().name
-        try:
-            digest = import_hf(directory, out)
-        except WeightsError as exc:
-            raise CliError(str(exc), "point at a folder with config.json and *.safetensors") from exc
-        meta = read_weights_config(out)
-        emit({"weights": str(out), "sha256": digest, "model": meta["model"], "tokenizer": meta.get("tokenizer")},
-             as_json, lambda c, d: c.print(f"[green]imported[/] to {d['weights']} "
-                                           f"({d['model']['n_layers']} layers, dim {d['model']['dim']}"
-                                           + (", with its tokenizer)" if d["tokenizer"] else ", no tokenizer)")))
+    app.command()(train)
+    app.command("export-hf")(export_hf_command)
+    app.command("import-hf")(import_hf_command)

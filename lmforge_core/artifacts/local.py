@@ -37,19 +37,11 @@ from lmforge_core.artifacts.base import (
 )
 from lmforge_core.artifacts.common import StoreOperations
 from lmforge_core.fileio import sha256_file
+from lmforge_core.processes import pid_alive
 
 META_DIR = ".lmforge-meta"
 TMP_DIR = ".lmforge-tmp"
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_synced(path: Path, text: str) -> None:
@@ -96,7 +88,7 @@ class LocalArtifactStore(StoreOperations):
     def _recover_dead_writers(self) -> None:
         for intent in sorted(self._tmp.glob("*.json")):
             pid_text = intent.name.split("-", 1)[0]
-            if pid_text.isdigit() and _pid_alive(int(pid_text)):
+            if pid_text.isdigit() and pid_alive(int(pid_text)):
                 continue
             data_tmp = intent.with_suffix("")
             if data_tmp.exists():
@@ -106,7 +98,7 @@ class LocalArtifactStore(StoreOperations):
             intent.unlink(missing_ok=True)
         for data_tmp in self._tmp.iterdir():
             pid_text = data_tmp.name.split("-", 1)[0]
-            if data_tmp.suffix != ".json" and (not pid_text.isdigit() or not _pid_alive(int(pid_text))):
+            if data_tmp.suffix != ".json" and (not pid_text.isdigit() or not pid_alive(int(pid_text))):
                 data_tmp.unlink(missing_ok=True)
 
     def _roll_forward(self, intent: Path) -> None:

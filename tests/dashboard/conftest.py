@@ -4,6 +4,7 @@ dashboard process reads (LMFORGE_* variables), with one reviewer whose password 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,15 @@ from sqlalchemy.engine import make_url
 from lmforge_core.passwords import hash_password
 from lmforge_core.runtime import open_runtime
 from lmforge_core.settings import load_settings
+
+
+@pytest.fixture(autouse=True)
+def _main_module_restored() -> Iterator[None]:
+    """AppTest runs the app as ``__main__`` and leaves it there; a later test that spawns processes
+    (the ingest workers) would make every child re-run the dashboard. Put the real one back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")
