@@ -4,10 +4,15 @@ A local run (no deployment) pauses: the process keeps waiting and polls. A deplo
 process exits and frees the worker; the review action resumes it, the flow runs again from the top, the
 finished tasks return their persisted results, and ``suspend_flow_run`` (same key) returns the decision.
 Prefect refuses to suspend a run without a deployment, hence the two ways.
+
+A run on Prefect's temporary local API (``lmforge nightly`` with no ``PREFECT_API_URL``) cannot be reached by
+another process, so no one could resume it: it waits on the metadata store instead, where the dashboard and
+``lmforge review`` record the decision (``decision_in_store``), polling every ``poll_interval_s``.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -15,10 +20,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.runtime import deployment, flow_run
+from prefect.settings import PREFECT_API_URL
 
 from lmforge_core.runtime import Runtime
 from tasks.review.run_input import ReviewInput
-from tasks.review.waiting import open_request, record_timeout
+from tasks.review.waiting import decision_in_store, open_request, record_timeout
 
 open_request_task = task(open_request, name="open-review-request", cache_policy=NO_CACHE, retries=2,
                          retry_delay_seconds=[2, 8])
@@ -26,9 +32,22 @@ record_timeout_task = task(record_timeout, name="review-timeout-default", cache_
                            retry_delay_seconds=[2, 8])
 
 
-def _wait(key: str, timeout_s: int, poll_s: int) -> ReviewInput:
+def _wait_in_store(rt: Runtime, request_id: int, timeout_s: int, poll_s: int) -> ReviewInput:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        decided = decision_in_store(rt, request_id)
+        if decided is not None:
+            return ReviewInput(**decided)
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+    raise FlowPauseTimeout(f"no review of request {request_id} within {timeout_s} s")
+
+
+def _wait(rt: Runtime, request_id: int, timeout_s: int, poll_s: int) -> ReviewInput:
+    key = f"review-{request_id}"
     if deployment.id is not None:
         return suspend_flow_run(wait_for_input=ReviewInput, timeout=timeout_s, key=key)
+    if not PREFECT_API_URL.value():
+        return _wait_in_store(rt, request_id, timeout_s, poll_s)
     return pause_flow_run(wait_for_input=ReviewInput, timeout=timeout_s, poll_interval=poll_s, key=key)
 
 
@@ -40,7 +59,7 @@ def review_step(rt: Runtime, model_version: str, reason: str) -> dict[str, Any]:
     logger.warning("%s waits for review (%s): `lmforge review approve|reject %s --comment ...` within %d s; "
                    "default then: %s", request["model"], reason, request["model"], cfg.timeout_s, cfg.default)
     try:
-        answer = _wait(f"review-{request['request_id']}", cfg.timeout_s, cfg.poll_interval_s)
+        answer = _wait(rt, int(request["request_id"]), cfg.timeout_s, cfg.poll_interval_s)
     except FlowPauseTimeout:
         decided = record_timeout_task(rt, int(request["request_id"]), cfg.default, cfg.timeout_s)
         logger.warning("review of %s timed out: %s", request["model"], decided["comment"])

@@ -46,8 +46,12 @@ def _perform(ctx: Context, user: str, ask: dict[str, Any]) -> str:
                                source="dashboard")
         message = f"{outcome.model} {action}d by {user}."
         if outcome.flow_run_id:
-            message += (" The waiting flow run was resumed." if outcome.resumed
-                        else f" The waiting flow run could not be resumed: {outcome.resume_error}")
+            if outcome.resumed:
+                message += " The waiting flow run was resumed."
+            elif outcome.resume_error is None:
+                message += " The waiting local flow run reads the decision from the metadata store."
+            else:
+                message += f" The waiting flow run could not be resumed: {outcome.resume_error}"
         if action == "approve" and ask.get("promote"):
             move = promote(rt, model_ref=model, actor=user, reason=note or "approved in review", source="dashboard")
             message += f" Production is now {move.model} (was {move.previous or 'none'})."

@@ -59,8 +59,13 @@ def _decide(model_version: str, decision: str, comment: str, as_json: bool) -> N
     def render(c: Console, d: dict[str, Any]) -> None:
         c.print(f"[green]{d['decision']}[/] {d['model']} by {d['reviewer']} (review {d['review_id']})")
         if d["flow_run_id"]:
-            c.print(f"  flow run {d['flow_run_id']} " + ("resumed" if d["resumed"] else
-                                                          f"[yellow]not resumed[/]: {d['resume_error']}"))
+            if d["resumed"]:
+                c.print(f"  flow run {d['flow_run_id']} resumed")
+            elif d["resume_error"] is None:
+                c.print(f"  flow run {d['flow_run_id']} runs on Prefect's temporary local API: it reads the decision "
+                        "from the metadata store within its poll interval")
+            else:
+                c.print(f"  flow run {d['flow_run_id']} [yellow]not resumed[/]: {d['resume_error']}")
 
     emit(data, as_json, render)
 

@@ -131,11 +131,20 @@ def apply_review(
             details={"comment": comment, "review_id": review.id, "request_id": request_id, "flow_run_id": flow_run_id},
         )
         label, review_id, audit_id = model.label, review.id, event.id
-    resume_error = _resume(runtime, flow_run_id, decision, reviewer, comment, label) if flow_run_id else None
+    # A run on Prefect's temporary local API (no PREFECT_API_URL) is out of reach of this process; it polls the
+    # store for the decision just recorded (flows/review.py), so there is nothing to resume.
+    reachable = bool(flow_run_id) and _prefect_api_configured()
+    resume_error = _resume(runtime, flow_run_id, decision, reviewer, comment, label) if reachable else None
     return ReviewOutcome(model=label, decision=decision.value, reviewer=reviewer, review_id=review_id,
                          request_id=request_id, flow_run_id=flow_run_id,
-                         resumed=bool(flow_run_id) and resume_error is None, resume_error=resume_error,
+                         resumed=reachable and resume_error is None, resume_error=resume_error,
                          audit_id=audit_id)
+
+
+def _prefect_api_configured() -> bool:
+    from prefect.settings import PREFECT_API_URL  # Prefect only when a flow waits
+
+    return bool(PREFECT_API_URL.value())
 
 
 def _resume(runtime: Runtime, flow_run_id: str, decision: ReviewDecision, reviewer: str, comment: str,

@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta
 from lmforge_core.metadata import orchestration_repository as orch
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata import review_repository as reviews
-from lmforge_core.metadata.models import ModelStatus, ModelVersion, ReviewDecision, ReviewRequest, ReviewRequestStatus
+from lmforge_core.metadata.models import (
+    ModelStatus,
+    ModelVersion,
+    Review,
+    ReviewDecision,
+    ReviewRequest,
+    ReviewRequestStatus,
+)
 from lmforge_core.runtime import Runtime
 from tasks.review.actions import resolve_model_ref
 
@@ -53,3 +60,17 @@ def record_timeout(runtime: Runtime, request_id: int, default: str, timeout_s: i
                              target=model.label if model else str(request.model_version_id), source="flow",
                              details={"request_id": request_id, "review_id": review.id})
     return {"decision": default, "reviewer": TIMEOUT_REVIEWER, "comment": comment}
+
+
+def decision_in_store(runtime: Runtime, request_id: int) -> dict[str, str] | None:
+    """The decision recorded for review request ``request_id`` (by the dashboard or `lmforge review`), or None
+    while it is pending."""
+    with runtime.metadata.session() as session:
+        request = session.get(ReviewRequest, request_id)
+        if request is None:
+            raise ValueError(f"review request {request_id} does not exist")
+        if request.status is ReviewRequestStatus.PENDING or request.review_id is None:
+            return None
+        review = session.get(Review, request.review_id)
+        assert review is not None
+        return {"decision": review.decision.value, "reviewer": review.reviewer, "comment": review.comment}

@@ -135,8 +135,11 @@ def test_unknown_model_names_the_model(rt: Runtime) -> None:
 
 
 def test_resume_failure_keeps_the_review_and_is_audited(rt: Runtime) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     add_model(rt, GateVerdict.NEEDS_REVIEW, request=True, flow_run_id="not-a-uuid")
-    outcome = apply_review(rt, model_ref="v1", decision=APPROVE, reviewer="ada", comment="", source="dashboard")
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # a server to resume on
+        outcome = apply_review(rt, model_ref="v1", decision=APPROVE, reviewer="ada", comment="", source="dashboard")
     assert outcome.resumed is False and "not a flow run id" in outcome.resume_error
     with rt.metadata.session() as s:
         assert [e.action for e in reviews.audit_events(s)] == ["review.resume_failed", "review.approve"]
@@ -188,3 +191,35 @@ def _wait_until_paused(started: dict[str, str]) -> None:
                 return
         time.sleep(0.5)
     raise AssertionError("the flow run never paused")
+
+
+def _request_id(rt: Runtime, label: str) -> int:
+    with rt.metadata.session() as s:
+        model = repo.resolve_model_version(s, "lmforge", label.split(":v")[1])
+        request = reviews.pending_review_for(s, model.id)
+        assert request is not None
+        return request.id
+
+
+def test_a_run_on_the_temporary_api_sees_a_decision_made_by_another_process(rt: Runtime) -> None:
+    """`lmforge nightly` on Prefect's temporary API can't be resumed from outside: it waits on the store,
+    where the dashboard or `lmforge review` records the decision (here from another thread)."""
+    from prefect.exceptions import FlowPauseTimeout
+
+    from flows.review import _wait_in_store
+
+    label = add_model(rt, GateVerdict.NEEDS_REVIEW, request=True)
+    request_id = _request_id(rt, label)
+    decided_outcome = []
+    decide = threading.Timer(0.5, lambda: decided_outcome.append(apply_review(
+        rt, model_ref=label, decision=APPROVE, reviewer="ana", comment="fine", source="cli")))
+    decide.start()
+    started = time.monotonic()
+    answer = _wait_in_store(rt, request_id, timeout_s=60, poll_s=0.1)
+    decide.join()
+    assert (answer.decision, answer.reviewer, answer.comment) == ("approve", "ana", "fine")
+    assert decided_outcome and decided_outcome[0].resumed is False and decided_outcome[0].resume_error is None
+    assert time.monotonic() - started < 30
+    other = add_model(rt, GateVerdict.NEEDS_REVIEW, request=True)
+    with pytest.raises(FlowPauseTimeout, match="no review of request"):
+        _wait_in_store(rt, _request_id(rt, other), timeout_s=1, poll_s=0.2)
