@@ -115,8 +115,11 @@ def _session_lock(store: MetadataStore, key: LockKey, name: str) -> Iterator[Con
                     f"the {name} lock's database session ended ({type(exc).__name__})") from exc
 
         yield confirm
+        # released here, at once: a closed session's locks go only when its backend has exited, which may
+        # be after the next ingest already asked for the lock
+        connection.execute(select(func.pg_advisory_unlock(int(key))))
     finally:
-        connection.invalidate()  # closes the session, which releases the lock; never back into the pool
+        connection.invalidate()  # closes the session (releasing the lock if the unlock above did not run)
         connection.close()
 
 
