@@ -107,18 +107,25 @@ class BatcherStats:
     finished: int = 0
     cancelled: int = 0
     joined_running_batch: int = 0  # admissions while other sequences were mid-stream
+    tokens: int = 0  # tokens streamed to clients
+
+
+# called by the scheduler thread whenever the slots or the counts changed (the generate model exports them
+# as Prometheus metrics); it must not block
+Observer = Callable[["ContinuousBatcher"], None]
 
 
 class ContinuousBatcher:
     """Slots, a request queue and one scheduler thread; :meth:`submit` validates and enqueues."""
 
     def __init__(self, step: StepFn, shape: GraphShape, *, max_slots: int, eos_id: int | None,
-                 max_tokens_limit: int, dtype: np.dtype = np.dtype(np.float32)) -> None:
+                 max_tokens_limit: int, dtype: np.dtype = np.dtype(np.float32), observer: Observer | None = None) -> None:
         if max_slots < 1:
             raise ValueError("max_slots must be >= 1")
         self.step, self.shape, self.max_slots = step, shape, max_slots
         self.eos_id, self.max_tokens_limit, self.dtype = eos_id, max_tokens_limit, dtype
         self.stats = BatcherStats()
+        self._observer, self._observed = observer, (0, 0, 0, 0)
         self._queue: queue.Queue[GenerationRequest] = queue.Queue()
         self._active: list[_Slot] = []
         self._batch: tuple[list[int], np.ndarray] | None = None  # (member serials, mask of the last step)
@@ -170,8 +177,21 @@ class ContinuousBatcher:
                 for slot in self._active:
                     self._finish(slot, "error", f"generation failed: {exc}")
                 self._active = []
+            self._observe()
         for slot in self._active:
             self._finish(slot, "cancelled", "the server is shutting down")
+
+    def _observe(self) -> None:
+        if self._observer is None:
+            return
+        now = (self.active, self.stats.tokens, self.stats.finished, self.stats.cancelled)
+        if now == self._observed:
+            return
+        self._observed = now
+        try:
+            self._observer(self)
+        except Exception:  # a failing metrics export must never stop generation
+            log.exception("the batcher's observer failed")
 
     def _admit(self) -> None:
         new: list[GenerationRequest] = []
@@ -306,6 +326,7 @@ class ContinuousBatcher:
             self._finish(slot, "cancelled", f"sending failed: {exc}")
             return
         slot.out += 1
+        self.stats.tokens += 1
         slot.seen.append(token)
         if slot.out >= params.max_new_tokens:
             self._finish(slot, "length", None)
@@ -322,7 +343,13 @@ class ContinuousBatcher:
 
     @property
     def active(self) -> int:
+        """Occupied slots (sequences in the running batch)."""
         return len(self._active)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a free slot."""
+        return self._queue.qsize()
 
 
 def sampling_params(raw: str | dict[str, Any], max_tokens_limit: int) -> SamplingParams:

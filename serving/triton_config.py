@@ -148,19 +148,29 @@ def validate_config(text: str, source: str = "config.pbtxt") -> mc.ModelConfig:
     return config
 
 
+def checked_text(config: mc.ModelConfig, source: str) -> str:
+    """``config`` in text format, parsed back with Triton's schema first (ConfigError names ``source``)."""
+    text = to_text(config)
+    validate_config(text, source)
+    return text
+
+
 def write_config(path: Path, config: mc.ModelConfig) -> None:
     """Validate, then write atomically (a server polling the repository never reads half a file)."""
-    text = to_text(config)
-    validate_config(text, str(path))
+    text = checked_text(config, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
 
 
-def set_served_versions(path: Path, versions: list[int]) -> None:
-    """Rewrite the version policy of an existing config to serve exactly ``versions``."""
-    config = validate_config(path.read_text(), str(path))
+def serve_only(config: mc.ModelConfig, versions: list[int]) -> mc.ModelConfig:
+    """``config`` with its version policy set to serve exactly ``versions``."""
     config.version_policy.Clear()
     config.version_policy.specific.versions.extend(sorted(set(versions)))
-    write_config(path, config)
+    return config
+
+
+def set_served_versions(path: Path, versions: list[int]) -> None:
+    """Rewrite the version policy of an existing config to serve exactly ``versions``."""
+    write_config(path, serve_only(validate_config(path.read_text(), str(path)), versions))

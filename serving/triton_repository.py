@@ -4,13 +4,19 @@ Layout (one Triton version number per published model version, the same number i
 
     <repo>/lm/config.pbtxt, lm/configs/{onnxruntime_gpu,tensorrt}.pbtxt, lm/<v>/{model.onnx, export.json, model.py}
     <repo>/tokenizer/config.pbtxt, tokenizer/<v>/{tokenizer.json, tokenizer_meta.json, model.py}
-    <repo>/generate/config.pbtxt, generate/<v>/model.py
-    <repo>/generate_text/config.pbtxt, generate_text/<v>/model.py
+    <repo>/generate/config.pbtxt, generate/<v>/{model.onnx, export.json, tokenizer_meta.json, model.py}
+    <repo>/generate_text/config.pbtxt, generate_text/<v>/{tokenizer.json, tokenizer_meta.json, model.py}
+
+Every version folder holds all that its model reads: a server on a cloud repository (s3://) downloads each
+model into a temporary folder of its own, so no model can read a sibling's folder (in a local repository
+``generate``'s graph is a hard link to ``lm``'s, no second copy on disk).
 
 Staging writes ``<model>/.staging-<v>`` (Triton ignores folders that are not numbers); publishing renames
 each into ``<model>/<v>`` (atomic on one filesystem) and only then points the configs' version policy at
 ``v``, so a server never sees a half-written version; earlier versions stay on disk for rollback.
 Every version folder carries ``lmforge.json`` with the sha256 of each file, checked before publishing.
+:class:`LocalRepository` is that folder behind the :class:`ModelRepository` interface the publish stage uses;
+``serving.s3_repository.S3Repository`` is the same interface on S3.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from tritonclient.grpc import model_config_pb2 as mc
 
 from model.tokenizer import TokenizerRef
 from model.weights import sha256_file
@@ -89,6 +97,13 @@ def _fresh(directory: Path) -> Path:
     return directory
 
 
+def _write_tokenizer(directory: Path, tokenizer: TokenizerRef, *, full: bool = True) -> None:
+    """The version's tokenizer metadata (ids of the special tokens), and with ``full`` the tokenizer itself."""
+    if full:
+        (directory / TOKENIZER_FILE).write_text(tokenizer.tokenizer.to_str())
+    (directory / TOKENIZER_META).write_text(json.dumps(_tokenizer_meta(tokenizer), indent=2, sort_keys=True))
+
+
 def stage_version(repository: Path, version: int, export_dir: Path, tokenizer: TokenizerRef,
                   record: dict[str, Any]) -> StagedVersion:
     """Write all four models' version ``version`` into staging folders of ``repository``."""
@@ -99,27 +114,37 @@ def stage_version(repository: Path, version: int, export_dir: Path, tokenizer: T
     for name in (ONNX_FILE, MANIFEST_FILE, PLAN_FILE):
         if (Path(export_dir) / name).is_file():
             shutil.copy2(Path(export_dir) / name, lm_dir / name)
-    tok_dir = _fresh(staged.staging_dir(TOKENIZER))
-    (tok_dir / TOKENIZER_FILE).write_text(tokenizer.tokenizer.to_str())
-    (tok_dir / TOKENIZER_META).write_text(json.dumps(_tokenizer_meta(tokenizer), indent=2, sort_keys=True))
-    for model in (GENERATE, TEXT):
-        _fresh(staged.staging_dir(model))
+    _write_tokenizer(_fresh(staged.staging_dir(TOKENIZER)), tokenizer)
+    generate_dir = _fresh(staged.staging_dir(GENERATE))  # the in-process decode step runs the graph itself
+    _link_or_copy(str(lm_dir / ONNX_FILE), str(generate_dir / ONNX_FILE))
+    shutil.copy2(lm_dir / MANIFEST_FILE, generate_dir / MANIFEST_FILE)
+    _write_tokenizer(generate_dir, tokenizer, full=False)
+    _write_tokenizer(_fresh(staged.staging_dir(TEXT)), tokenizer)
     for model in MODELS:
         _write_manifest(staged.staging_dir(model), {"model": model, "version": version} | record)
     return staged
 
 
-def write_configs(version: int, options: ServingOptions, model_dirs: dict[str, Path]) -> None:
-    """The generated configs of all four models, serving ``version`` (``model_dirs``: each model's folder;
-    the export manifest in the lm version folder gives the graph's shapes)."""
-    cfg = read_manifest(model_dirs[LM] / str(version))["model"]
-    lm = lm_configs(version, options, cfg["n_layers"], cfg.get("n_kv_heads") or cfg["n_heads"], cfg["dim"] // cfg["n_heads"])
-    write_config(model_dirs[LM] / "config.pbtxt", lm["config"])
-    for name in ("onnxruntime_gpu", "tensorrt"):
-        write_config(model_dirs[LM] / "configs" / f"{name}.pbtxt", lm[name])
-    write_config(model_dirs[TOKENIZER] / "config.pbtxt", tokenizer_config(version, options))
-    write_config(model_dirs[GENERATE] / "config.pbtxt", generate_config(version, options))
-    write_config(model_dirs[TEXT] / "config.pbtxt", text_config(version, options))
+# every generated config, by its path in the repository; callees first (the order a writer makes them visible)
+CONFIG_FILES = (f"{LM}/config.pbtxt", f"{LM}/configs/onnxruntime_gpu.pbtxt", f"{LM}/configs/tensorrt.pbtxt",
+                f"{TOKENIZER}/config.pbtxt", f"{GENERATE}/config.pbtxt", f"{TEXT}/config.pbtxt")
+
+
+def repository_configs(version: int, options: ServingOptions, graph: dict[str, Any]) -> dict[str, mc.ModelConfig]:
+    """The configs of all four models serving ``version``, by path in the repository (:data:`CONFIG_FILES`);
+    ``graph`` is the ``model`` section of the export manifest (the lm graph's shapes)."""
+    lm = lm_configs(version, options, graph["n_layers"], graph.get("n_kv_heads") or graph["n_heads"],
+                    graph["dim"] // graph["n_heads"])
+    configs = [lm["config"], lm["onnxruntime_gpu"], lm["tensorrt"], tokenizer_config(version, options),
+               generate_config(version, options), text_config(version, options)]
+    return dict(zip(CONFIG_FILES, configs, strict=True))
+
+
+def write_configs(repository: Path, version: int, options: ServingOptions) -> None:
+    """Write the generated configs of all four models into ``repository``, serving its ``version``."""
+    graph = read_manifest(repository / LM / str(version))["model"]
+    for path, config in repository_configs(version, options, graph).items():
+        write_config(repository / path, config)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -131,11 +156,9 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def scratch_repository(staged: StagedVersion, target: Path, options: ServingOptions) -> Path:
     """A throw-away repository holding only the staged version (for verification before publishing)."""
-    dirs = {}
     for model in MODELS:
         shutil.copytree(staged.staging_dir(model), target / model / str(staged.version), copy_function=_link_or_copy)
-        dirs[model] = target / model
-    write_configs(staged.version, options, dirs)
+    write_configs(target, staged.version, options)
     return target
 
 
@@ -148,7 +171,7 @@ def publish_version(staged: StagedVersion, options: ServingOptions) -> list[int]
             raise RepositoryError(f"{repo / model / str(v)} already exists: versions are immutable, publish a new one")
     for model in MODELS:
         staged.staging_dir(model).rename(repo / model / str(v))
-    write_configs(v, options, {m: repo / m for m in MODELS})
+    write_configs(repo, v, options)
     return published_versions(repo)
 
 
@@ -168,7 +191,74 @@ def serve_versions(repository: Path, versions: list[int]) -> None:
     for model in MODELS:
         for version in versions:
             verify_version_dir(Path(repository) / model / str(version))
-    for model in MODELS:
-        set_served_versions(Path(repository) / model / "config.pbtxt", versions)
-    for name in ("onnxruntime_gpu", "tensorrt"):
-        set_served_versions(Path(repository) / LM / "configs" / f"{name}.pbtxt", versions)
+    for path in CONFIG_FILES:
+        set_served_versions(Path(repository) / path, versions)
+
+
+def record_of(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a version manifest records besides its files (model, version, model version, ONNX sha256...)."""
+    return {k: v for k, v in manifest.items() if k != "files"}
+
+
+class ModelRepository(Protocol):
+    """A Triton model repository the publish stage writes: a local folder or an S3 prefix."""
+
+    @property
+    def uri(self) -> str:
+        """Where it is, as recorded in the deployments (a folder path or ``s3://bucket/prefix``)."""
+        ...
+
+    @property
+    def triton_path(self) -> str:
+        """What ``tritonserver --model-repository`` takes to read it."""
+        ...
+
+    @property
+    def staging_root(self) -> Path:
+        """The local folder versions are staged (and verified) in before they are published."""
+        ...
+
+    def published_versions(self) -> list[int]: ...
+
+    def version_record(self, version: int) -> dict[str, Any] | None:
+        """The record of a published version (``lm``'s ``lmforge.json`` without the file list), None if absent."""
+        ...
+
+    def publish(self, staged: StagedVersion, options: ServingOptions) -> list[int]:
+        """Make a staged version visible, last of all its configs; returns the published versions."""
+        ...
+
+    def serve_versions(self, versions: list[int]) -> None: ...
+
+
+@dataclass(frozen=True)
+class LocalRepository:
+    """A model repository folder: staged in place, published by renaming (see the module docstring)."""
+
+    path: Path
+
+    @property
+    def uri(self) -> str:
+        return str(self.path)
+
+    @property
+    def triton_path(self) -> str:
+        return str(Path(self.path).absolute())
+
+    @property
+    def staging_root(self) -> Path:
+        return Path(self.path)
+
+    def published_versions(self) -> list[int]:
+        return published_versions(self.path)
+
+    def version_record(self, version: int) -> dict[str, Any] | None:
+        if version not in self.published_versions():
+            return None
+        return record_of(json.loads((Path(self.path) / LM / str(version) / VERSION_MANIFEST).read_text()))
+
+    def publish(self, staged: StagedVersion, options: ServingOptions) -> list[int]:
+        return publish_version(staged, options)
+
+    def serve_versions(self, versions: list[int]) -> None:
+        serve_versions(self.path, versions)

@@ -111,7 +111,7 @@ def _log_tail(path: str, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _command(repository: Path, backends: Path, state: ServerState, load: list[str]) -> list[str]:
+def _command(repository: str, backends: Path, state: ServerState, load: list[str]) -> list[str]:
     cmd = [str(pytriton_root() / "bin" / "tritonserver"), f"--model-repository={repository}",
            f"--backend-directory={backends}", f"--http-port={state.http_port}", f"--grpc-port={state.grpc_port}",
            f"--metrics-port={state.metrics_port}", "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
@@ -120,17 +120,28 @@ def _command(repository: Path, backends: Path, state: ServerState, load: list[st
     return cmd + [f"--load-model={name}" for name in load]
 
 
-def start_server(repository: Path, run_dir: Path, *, model_control: str = "explicit", load: list[str] | None = None,
-                 ports: tuple[int, int, int] | None = None, ready_timeout: float = 120.0) -> ServerState:
-    """Start ``tritonserver`` on ``repository`` and wait until it is ready; state and log under ``run_dir``."""
-    repository, run_dir = Path(repository).absolute(), Path(run_dir).absolute()
-    if not repository.is_dir():
-        raise TritonServerError(f"model repository {repository} does not exist; publish a model first")
+def _repository_location(repository: Path | str) -> str:
+    """A local folder (made absolute, checked) or a cloud path Triton reads itself (``s3://...``)."""
+    if str(repository).startswith("s3://"):
+        return str(repository)
+    folder = Path(repository).absolute()
+    if not folder.is_dir():
+        raise TritonServerError(f"model repository {folder} does not exist; publish a model first")
+    return str(folder)
+
+
+def start_server(repository: Path | str, run_dir: Path, *, model_control: str = "explicit",
+                 load: list[str] | None = None, ports: tuple[int, int, int] | None = None,
+                 ready_timeout: float = 120.0) -> ServerState:
+    """Start ``tritonserver`` on ``repository`` (a folder, or an ``s3://`` path as
+    ``serving.s3_repository.S3Repository.triton_path`` gives it, read with the AWS credentials of this
+    environment) and wait until it is ready; state and log under ``run_dir``."""
+    repository, run_dir = _repository_location(repository), Path(run_dir).absolute()
     run_dir.mkdir(parents=True, exist_ok=True)
     backends = prepare_backends(run_dir)
     http, grpc, metrics = ports or (free_port(), free_port(), free_port())
     log_file = run_dir / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    state = ServerState(0, http, grpc, metrics, str(repository), str(log_file), model_control, time.time())
+    state = ServerState(0, http, grpc, metrics, repository, str(log_file), model_control, time.time())
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(_command(repository, backends, state, load or []), stdout=log,
                                 stderr=subprocess.STDOUT, env=server_environment(), start_new_session=True)

@@ -22,7 +22,7 @@ import torch
 from model.network import KVCache, Transformer
 from serving.client import LMClient, ServingError
 from serving.triton_config import MODELS, ServingOptions
-from serving.triton_repository import StagedVersion, scratch_repository, serve_versions
+from serving.triton_repository import ModelRepository, StagedVersion, scratch_repository
 from serving.triton_server import start_server, stop_pid
 
 
@@ -115,16 +115,17 @@ def _load_all(client: Any, order: tuple[str, ...], versions: list[int], timeout:
             time.sleep(0.2)
 
 
-def switch_version(repository: Path, grpc_url: str, old: int | None, new: int, timeout: float = 120.0) -> None:
+def switch_version(repository: ModelRepository, grpc_url: str, old: int | None, new: int,
+                   timeout: float = 120.0) -> None:
     """Serve ``new`` on the running server (explicit model control); ``old`` stays until ``new`` is ready."""
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(grpc_url)
     try:
         if old is not None and old != new:
-            serve_versions(repository, [old, new])
+            repository.serve_versions([old, new])
             _load_all(client, MODELS, [old, new], timeout)
-        serve_versions(repository, [new])
+        repository.serve_versions([new])
         _load_all(client, tuple(reversed(MODELS)), [new], timeout)  # callers drop the old version first
     except Exception as exc:
         raise ServingError(f"switching the server at {grpc_url} from version {old} to {new} failed: {exc}") from exc

@@ -36,20 +36,24 @@ def _register_triton(app: typer.Typer) -> None:
            metrics_port: Annotated[int, typer.Option(help="0 = a free port")] = 0, as_json: JsonFlag = False) -> None:
         """Start Triton on the model repository (explicit model control, all models loaded), health-checked."""
         from serving.triton_config import MODELS
-        from serving.triton_repository import published_versions
+        from serving.triton_repository import RepositoryError
         from serving.triton_server import TritonServerError, free_port, is_ready, read_state, start_server
-        from tasks.publish.publish import repository_path, server_dir
+        from tasks.publish.publish import PublishError, model_repository, server_dir
 
         rt = runtime()
         state = read_state(server_dir(rt))
         if state is not None and is_ready(state):
             raise CliError(f"a Triton server already runs (pid {state.pid}, gRPC {state.grpc_url})", "`lmforge triton down` first")
-        repo = repository_path(rt)
-        if not published_versions(repo):
-            raise CliError(f"the model repository {repo} has no published version", "run `lmforge serve publish candidate`")
+        try:
+            repo = model_repository(rt)
+            published = repo.published_versions()
+        except (PublishError, RepositoryError) as exc:
+            raise CliError(str(exc), "check serving.repository and the S3 credentials") from exc
+        if not published:
+            raise CliError(f"the model repository {repo.uri} has no published version", "run `lmforge serve publish candidate`")
         ports = tuple(p or free_port() for p in (http_port, grpc_port, metrics_port))
         try:
-            state = start_server(repo, server_dir(rt), load=list(MODELS), ports=ports)  # type: ignore[arg-type]
+            state = start_server(repo.triton_path, server_dir(rt), load=list(MODELS), ports=ports)  # type: ignore[arg-type]
         except TritonServerError as exc:
             raise CliError(str(exc), "see the log named above") from exc
         emit(dataclasses.asdict(state), as_json, lambda c, d: c.print(
@@ -88,6 +92,17 @@ def _render_status(c: Console, d: dict[str, Any]) -> None:
         c.print(f"  {m.get('name')} v{m.get('version', '?')} {m.get('state', '')} {m.get('reason', '')}")
 
 
+def _render_published(c: Console, d: dict[str, Any]) -> None:
+    if d["reused"]:
+        c.print(f"{d['model_version']} is already published as Triton version {d['triton_version']} in "
+                f"{d['repository']} with the same graph: nothing to do")
+        return
+    c.print(f"[green]published[/] {d['model_version']} as Triton version {d['triton_version']} in {d['repository']}\n"
+            f"  ONNX parity max |diff| {d['parity_max_abs']:.2g}; verified {d['verification']['prompts']} prompts, "
+            f"p50 {d['verification']['latency_ms']['p50']:.0f} ms\n"
+            f"  server: {d['served_by'] or 'none running (start with `lmforge triton up`)'}")
+
+
 def _register_serve(app: typer.Typer) -> None:
     serve = typer.Typer(help="Publish model versions to Triton, roll back, the OpenAI-compatible API.", no_args_is_help=True)
     app.add_typer(serve, name="serve")
@@ -102,11 +117,7 @@ def _register_serve(app: typer.Typer) -> None:
             result = publish_model(runtime(), model_version, actor=getpass.getuser())
         except (PublishError, ValueError, RuntimeError) as exc:
             raise CliError(str(exc), "nothing was published") from exc
-        emit(dataclasses.asdict(result), as_json, lambda c, d: c.print(
-            f"[green]published[/] {d['model_version']} as Triton version {d['triton_version']} in {d['repository']}\n"
-            f"  ONNX parity max |diff| {d['parity_max_abs']:.2g}; verified {d['verification']['prompts']} prompts, "
-            f"p50 {d['verification']['latency_ms']['p50']:.0f} ms\n"
-            f"  server: {d['served_by'] or 'none running (start with `lmforge triton up`)'}"))
+        emit(dataclasses.asdict(result), as_json, _render_published)
 
     @serve.command("rollback")
     def rollback(reason: Annotated[str, typer.Option(help="why (kept in the alias history)")] = "",
@@ -128,10 +139,14 @@ def _register_serve(app: typer.Typer) -> None:
         import uvicorn
 
         from serving.openai_api import Backend, create_app
-        from tasks.publish.publish import repository_path
+        from tasks.publish.publish import PublishError, repository_path
 
         rt = runtime()
-        backend = Backend(_grpc_url(url), repository_path(rt), rt.settings.model_name)
+        try:
+            folder = repository_path(rt)
+        except PublishError as exc:
+            raise CliError(str(exc), "the OpenAI endpoint needs a local model repository") from exc
+        backend = Backend(_grpc_url(url), folder, rt.settings.model_name)
         uvicorn.run(create_app(backend), host=host, port=port, log_level="info")
 
 

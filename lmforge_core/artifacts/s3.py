@@ -9,6 +9,7 @@ aborted write leaves the previous version in place. Credentials come only from b
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,8 @@ from lmforge_core.fileio import sha256_file
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _AUTH = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"}
+# S3's general-purpose bucket naming rules (the same pattern the Terraform modules validate against)
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -43,8 +46,9 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise ArtifactError(f"not an s3:// URI: {uri!r}")
     bucket, _, prefix = uri[len("s3://") :].partition("/")
-    if len(bucket) < 3:
-        raise ArtifactError(f"S3 URI {uri!r} names no valid bucket (bucket names have 3-63 characters)")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ArtifactError(f"S3 URI {uri!r} names no valid bucket: bucket names have 3-63 characters, lowercase "
+                            "letters, digits, '.' and '-', and begin and end with a letter or digit")
     return bucket, validate_prefix(prefix) if prefix else ""
 
 
@@ -67,6 +71,11 @@ class S3ArtifactStore(StoreOperations):
             multipart_chunksize=max(5 * 1024 * 1024, min(multipart_threshold, CHUNK_SIZE * 2)),
             use_threads=True,
         )
+
+    @property
+    def endpoint_url(self) -> str:
+        """The S3 endpoint the client talks to (boto3's default for the region, or ``AWS_ENDPOINT_URL``)."""
+        return str(self._client.meta.endpoint_url)
 
     def _object_key(self, key: str) -> str:
         validate_key(key)
@@ -156,6 +165,10 @@ class S3ArtifactStore(StoreOperations):
             reader.close()
 
     def list(self, prefix: str = "") -> list[ArtifactInfo]:
+        return [self.info(key) for key in self.list_keys(prefix)]
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """The keys under ``prefix``, from the listing alone (no HEAD request per object, unlike :meth:`list`)."""
         prefix = validate_prefix(prefix)
         # The listing prefix always ends at a key-part boundary, so 'team' never matches 'team2/...'.
         if self.prefix:
@@ -172,7 +185,7 @@ class S3ArtifactStore(StoreOperations):
                         keys.append(key)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc) from exc
-        return [self.info(key) for key in sorted(keys)]
+        return sorted(keys)
 
     def exists(self, key: str) -> bool:
         try:

@@ -12,7 +12,7 @@ DEFAULT_SMOKE_PROMPTS = (
 class ServingConfig(BaseModel):
     """Where the model repository lives and how the served model behaves; every field has a default."""
 
-    repository: str = Field("", description="Triton model repository folder; empty means <workspace>/triton/repository")
+    repository: str = Field("", description="Triton model repository: a folder or s3://bucket/prefix (read by Triton itself); empty means <workspace>/triton/repository")
     triton_grpc_url: str = Field("", description="host:port of a serving Triton; empty means the local `lmforge triton up` server")
     max_slots: int = Field(8, ge=1, le=256, description="continuous-batching slots of the generate model")
     max_tokens_limit: int = Field(256, ge=1, description="largest max_tokens a request may ask for")

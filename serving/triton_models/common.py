@@ -14,24 +14,24 @@ from model.tokenizer import TokenizerRef, make_ref
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_META = "tokenizer_meta.json"
 
+
 @dataclass
 class ModelArgs:
     """The ``args`` Triton passes to ``initialize``, read once."""
 
     name: str
     version: int
-    repository: Path  # the model repository (parent of the model's folder)
+    directory: Path  # this model's version folder: everything the model reads lies in it
     parameters: dict[str, str]
 
     @classmethod
     def parse(cls, args: dict[str, Any]) -> ModelArgs:
+        # ``model_repository`` is the model's own folder: on a cloud repository (s3://) Triton downloads each
+        # model into a temporary folder of its own, so a model can never reach into a sibling model's folder
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        return cls(args["model_name"], int(args["model_version"]), Path(args["model_repository"]).parent, params)
-
-    def version_dir(self, model: str) -> Path:
-        """The same version of another model of this repository (all four are published together)."""
-        return self.repository / model / str(self.version)
+        version = int(args["model_version"])
+        return cls(args["model_name"], version, Path(args["model_repository"]) / str(version), params)
 
     def int_param(self, key: str, default: int) -> int:
         return int(self.parameters.get(key) or default)

@@ -17,7 +17,7 @@ from serving.triton_models.common import ModelArgs
 class LMModel:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = ModelArgs.parse(args)
-        self.session = ort_session(self.args.version_dir("lm") / ONNX_FILE, threads=self.args.int_param("threads", 1))
+        self.session = ort_session(self.args.directory / ONNX_FILE, threads=self.args.int_param("threads", 1))
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
 

@@ -27,7 +27,7 @@ def _bls_parameters(raw: str) -> dict[str, Any]:
 class TextModel:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = ModelArgs.parse(args)
-        self.tokenizer = load_version_tokenizer(self.args.version_dir("tokenizer"))
+        self.tokenizer = load_version_tokenizer(self.args.directory)
 
     def _stream(self, request: Any, sender: Any) -> None:
         try:

@@ -13,7 +13,7 @@ from serving.triton_models.common import ModelArgs, load_version_tokenizer
 class TokenizerModel:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = ModelArgs.parse(args)
-        self.tokenizer = load_version_tokenizer(self.args.version_dir("tokenizer"))
+        self.tokenizer = load_version_tokenizer(self.args.directory)
 
     def _one(self, request: Any) -> Any:
         text = pb_utils.get_input_tensor_by_name(request, "TEXT")

@@ -14,8 +14,12 @@ from tasks.publish.publish import publish_model, rollback_serving
 @task(name="publish", retries=0, timeout_seconds=3600)
 def publish_task(runtime: Runtime, model_version: str, actor: str = "prefect") -> dict[str, Any]:
     result = dataclasses.asdict(publish_model(runtime, model_version, actor=actor))
-    get_run_logger().info("published %s as Triton version %d (parity %.2g, verified %s)", result["model_version"],
-                          result["triton_version"], result["parity_max_abs"], result["verification"]["latency_ms"])
+    if result["reused"]:
+        get_run_logger().info("%s is already published as Triton version %d with the same graph: nothing to do",
+                              result["model_version"], result["triton_version"])
+    else:
+        get_run_logger().info("published %s as Triton version %d (parity %.2g, verified %s)", result["model_version"],
+                              result["triton_version"], result["parity_max_abs"], result["verification"]["latency_ms"])
     return result
 
 

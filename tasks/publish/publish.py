@@ -1,25 +1,37 @@
 """The publish stage: export a model version, verify it in a throw-away Triton, publish it atomically,
 switch the serving Triton to it, and record what serves (deployments + the serving alias's history).
 
+Only a version the promotion gate passed (or a reviewer approved after it asked for review) is published:
+the evaluation stage's :func:`assert_publishable` is asked before anything is written. The repository is a
+local folder or ``s3://bucket/prefix`` (``serving.repository``); either way the version is staged and
+verified on this machine first. Publishing is idempotent: a version already in the repository with the
+same ONNX graph (sha256) is found, not redone, and the no-op is in the audit trail; the same version
+number with another graph is refused, both hashes named.
+
 Also the way back: :func:`rollback_serving` points the serving alias at the version it held before
 (``rollback_alias``, so the move is in the alias history) and switches the server back to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import serving
+from lmforge_core.artifacts.base import ArtifactNotFound
 from lmforge_core.metadata import repository as repo
-from lmforge_core.metadata.models import ModelStatus, ModelVersion
+from lmforge_core.metadata import review_repository as reviews
+from lmforge_core.metadata.evaluation_repository import NotPublishableError, assert_publishable
+from lmforge_core.metadata.models import ModelVersion
 from lmforge_core.runtime import Runtime
 from model.registry import LoadedModel, load_model_version
-from serving.onnx_export import export_onnx
+from serving.onnx_export import OnnxExport, export_onnx
+from serving.s3_repository import S3Repository
 from serving.triton_config import ServingOptions
-from serving.triton_repository import publish_version, published_versions, serve_versions, stage_version
+from serving.triton_repository import LocalRepository, ModelRepository, RepositoryError, stage_version
 from serving.triton_server import read_state
 from serving.verify import switch_version, verify_staged
 
@@ -37,13 +49,28 @@ class PublishResult:
     verification: dict[str, Any]
     served_by: str | None  # gRPC URL of the server switched to it, None when none was running
     versions_on_disk: list[int] = field(default_factory=list)
+    reused: bool = False  # already published with the same graph: nothing was done
+
+
+def model_repository(runtime: Runtime) -> ModelRepository:
+    """The configured repository: ``serving.repository`` (a folder or ``s3://bucket/prefix``), by default
+    ``<workspace>/triton/repository``. Versions for an S3 repository are staged in ``<workspace>/triton/staging``."""
+    configured = runtime.settings.serving.repository
+    if configured.startswith("s3://"):
+        try:
+            return S3Repository(configured, runtime.settings.workspace / "triton" / "staging")
+        except RepositoryError as exc:
+            raise PublishError(f"serving.repository: {exc}") from exc
+    return LocalRepository(Path(configured) if configured else runtime.settings.workspace / "triton" / "repository")
 
 
 def repository_path(runtime: Runtime) -> Path:
-    configured = runtime.settings.serving.repository
-    if configured.startswith("s3://"):
-        raise PublishError("publishing to an s3:// repository is not implemented yet; publish locally and sync")
-    return Path(configured) if configured else runtime.settings.workspace / "triton" / "repository"
+    """The repository folder, for what reads it as local files (the OpenAI endpoint's tokenizer)."""
+    repository = model_repository(runtime)
+    if not isinstance(repository, LocalRepository):
+        raise PublishError(f"the model repository is {repository.uri}, not a local folder; this reads the served "
+                           "version's files from a local repository (set serving.repository to a folder)")
+    return repository.path
 
 
 def server_dir(runtime: Runtime) -> Path:
@@ -65,13 +92,12 @@ def serving_grpc_url(runtime: Runtime) -> str | None:
     return state.grpc_url if state is not None else None
 
 
-def _refuse_unpublishable(runtime: Runtime, version_id: int, label: str) -> None:
-    # The evaluation stage's gate marks a rejected version REJECTED for good; it is checked here through
-    # the repository (the gate's own publish guard replaces this check once both stages are merged).
+def _assert_publishable(runtime: Runtime, version_id: int) -> None:
     with runtime.metadata.session() as session:
-        status = session.get(ModelVersion, version_id).status
-    if status is ModelStatus.REJECTED:
-        raise PublishError(f"{label} was rejected by the promotion gate and cannot be published")
+        try:
+            assert_publishable(session, version_id)
+        except NotPublishableError as exc:
+            raise PublishError(f"{exc}; nothing was published") from exc
 
 
 def _smoke_prompts(runtime: Runtime, loaded: LoadedModel) -> list[list[int]]:
@@ -83,23 +109,27 @@ def _smoke_prompts(runtime: Runtime, loaded: LoadedModel) -> list[list[int]]:
 def publish_model(runtime: Runtime, ref: str, *, actor: str = "system", switch_server: bool = True) -> PublishResult:
     """Export ``ref``, verify it in a throw-away server, publish it and (if one runs) switch the server."""
     loaded = load_model_version(runtime.metadata, runtime.artifacts, runtime.settings.model_name, ref)
-    _refuse_unpublishable(runtime, loaded.model_version_id, loaded.model_version)
+    _assert_publishable(runtime, loaded.model_version_id)
     if loaded.tokenizer is None:
         raise PublishError(f"{loaded.model_version} has no tokenizer recorded; the Triton tokenizer model needs one")
     number = int(loaded.model_version.rsplit(":v", 1)[1])
-    repository = repository_path(runtime)
-    if number in published_versions(repository):
-        raise PublishError(f"{loaded.model_version} is already published as Triton version {number} in {repository}")
+    repository = model_repository(runtime)
     prompts = _smoke_prompts(runtime, loaded)
     export_dir = runtime.settings.workspace / "exports" / "onnx" / loaded.model_version.replace(":", "-")
     export = export_onnx(loaded.model, export_dir, max(prompts, key=len), runtime.settings.serving.onnx_tolerance,
                          extra={"model_version": loaded.model_version})
-    options = serving_options(runtime)
-    staged = stage_version(repository, number, export.directory, loaded.tokenizer,
-                           {"model_version": loaded.model_version, "onnx_sha256": export.sha256})
-    report = verify_staged(staged, options, loaded.model, prompts,
-                           max_tokens=runtime.settings.serving.verify_max_tokens, eos_id=loaded.eos_id)
-    on_disk = publish_version(staged, options)
+    try:
+        recorded = repository.version_record(number)
+        if recorded is not None:
+            return _already_published(runtime, repository, loaded.model_version, number, recorded, export, actor)
+        options = serving_options(runtime)
+        staged = stage_version(repository.staging_root, number, export.directory, loaded.tokenizer,
+                               {"model_version": loaded.model_version, "onnx_sha256": export.sha256})
+        report = verify_staged(staged, options, loaded.model, prompts,
+                               max_tokens=runtime.settings.serving.verify_max_tokens, eos_id=loaded.eos_id)
+        on_disk = repository.publish(staged, options)
+    except RepositoryError as exc:
+        raise PublishError(f"{loaded.model_version}: {exc}") from exc
     key = f"triton/{runtime.settings.model_name}/{number}"
     runtime.artifacts.put_file(f"{key}/model.onnx", export.onnx_path)
     runtime.artifacts.put_bytes(f"{key}/verification.json", json.dumps(report.to_dict(), indent=2).encode())
@@ -110,15 +140,40 @@ def publish_model(runtime: Runtime, ref: str, *, actor: str = "system", switch_s
     if url is not None:
         switch_version(repository, url, old if old in on_disk else None, number)
     _record(runtime, loaded.model_version_id, repository, number, actor, f"published; verified {report.prompts} prompts")
-    return PublishResult(loaded.model_version, number, str(repository), export.parity.max_abs, report.to_dict(), url,
-                         on_disk)
+    result = PublishResult(loaded.model_version, number, repository.uri, export.parity.max_abs, report.to_dict(), url,
+                           on_disk)
+    runtime.artifacts.put_bytes(f"{key}/publish.json", json.dumps(dataclasses.asdict(result), indent=2).encode())
+    return result
 
 
-def _record(runtime: Runtime, version_id: int, repository: Path, number: int, actor: str, reason: str,
+def _already_published(runtime: Runtime, repository: ModelRepository, label: str, number: int,
+                       recorded: dict[str, Any], export: OnnxExport, actor: str) -> PublishResult:
+    """The earlier result when version ``number`` holds this very graph (the no-op is audited); refused
+    when it holds another one (a version, once published, never changes)."""
+    if recorded.get("onnx_sha256") != export.sha256:
+        raise PublishError(
+            f"Triton version {number} in {repository.uri} is already published from {recorded.get('model_version')} "
+            f"with ONNX sha256 {recorded.get('onnx_sha256')}, but {label} exports to sha256 {export.sha256}: "
+            "versions are immutable; register and publish the model as a new version")
+    try:
+        stored = json.loads(runtime.artifacts.get_bytes(f"triton/{runtime.settings.model_name}/{number}/publish.json"))
+    except ArtifactNotFound:  # published by another workspace into a shared repository
+        stored = {"model_version": recorded.get("model_version", label), "triton_version": number,
+                  "repository": repository.uri, "parity_max_abs": export.parity.max_abs, "verification": {},
+                  "served_by": None}
+    result = PublishResult(**stored | {"versions_on_disk": repository.published_versions(), "reused": True})
+    with runtime.metadata.session() as session:
+        reviews.record_audit(session, actor=actor, action="serve.publish.noop", target=label, source="publish",
+                             details={"triton_version": number, "repository": repository.uri,
+                                      "onnx_sha256": export.sha256, "reason": "already published, same graph"})
+    return result
+
+
+def _record(runtime: Runtime, version_id: int, repository: ModelRepository, number: int, actor: str, reason: str,
             rollback: bool = False) -> None:
     name, alias = runtime.settings.model_name, runtime.settings.serving.alias
     with runtime.metadata.session() as session:
-        repo.add_deployment(session, model_version_id=version_id, repository_uri=str(repository),
+        repo.add_deployment(session, model_version_id=version_id, repository_uri=repository.uri,
                             triton_model_name="generate", triton_version=number)
         if rollback:
             repo.rollback_alias(session, name=name, alias=alias, actor=actor, reason=reason)
@@ -129,7 +184,7 @@ def _record(runtime: Runtime, version_id: int, repository: Path, number: int, ac
 def rollback_serving(runtime: Runtime, *, actor: str, reason: str = "") -> dict[str, Any]:
     """Serve the version the serving alias held before the current one (recorded as a rollback)."""
     name, alias = runtime.settings.model_name, runtime.settings.serving.alias
-    repository = repository_path(runtime)
+    repository = model_repository(runtime)
     with runtime.metadata.session() as session:
         current = repo.get_alias(session, name, alias)
         if current is None:
@@ -140,10 +195,13 @@ def rollback_serving(runtime: Runtime, *, actor: str, reason: str = "") -> dict[
         target_number, target_id, label = target.version, target.id, target.label
         session.rollback()  # switch the server first; the alias moves only once it serves the target
     url = serving_grpc_url(runtime)
-    if url is not None:
-        switch_version(repository, url, current_number, target_number)
-    else:
-        serve_versions(repository, [target_number])
+    try:
+        if url is not None:
+            switch_version(repository, url, current_number, target_number)
+        else:
+            repository.serve_versions([target_number])
+    except RepositoryError as exc:
+        raise PublishError(f"rolling back to {label} failed: {exc}") from exc
     _record(runtime, target_id, repository, target_number, actor, reason or "rollback", rollback=True)
     return {"model_version": label, "triton_version": target_number, "from_version": current_number,
             "served_by": url}

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pydoc
+import re
 import textwrap
+import urllib.request
+from pathlib import Path
 
 import torch
 
@@ -13,6 +16,8 @@ from model.network import Transformer, build_model
 from model.tokenizer import TokenizerRef, make_ref, train_bpe
 
 TOKENIZER_CONFIG = TokenizerConfig(vocab_size=320, min_frequency=2)
+PROJECT_SOURCE = str(Path(__file__).resolve().parents[2])  # the checkout the python stubs import
+_SAMPLE = re.compile(r'^(lmforge_generate_\w+)\{([^}]*)\} (\S+)$')
 
 
 def corpus() -> list[str]:
@@ -49,3 +54,15 @@ def greedy_reference(model: Transformer, prompt: list[int], max_tokens: int, eos
             out.append(nxt)
             ids.append(nxt)
     return out
+
+
+def generate_metrics(metrics_port: int, version: int = 1) -> dict[str, float]:
+    """The generate model's own metrics (``lmforge_generate_*``) of one version, from Triton's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+        body = response.read().decode()
+    found = {}
+    for line in body.splitlines():
+        match = _SAMPLE.match(line)
+        if match and f'version="{version}"' in match.group(2):
+            found[match.group(1)] = float(match.group(3))
+    return found

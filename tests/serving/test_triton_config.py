@@ -43,6 +43,20 @@ def test_published_configs_are_valid_and_serve_the_version(staged):
         serve_versions(repo, [4])
 
 
+def test_every_version_folder_holds_what_its_model_reads(staged):
+    """A server on a cloud repository downloads each model into a folder of its own: no model may read a
+    sibling's folder. Locally the second graph is a hard link, not a copy."""
+    publish_version(staged, ServingOptions())
+    folder = {model: staged.repository / model / "3" for model in MODELS}
+    expected = {"lm": {"model.onnx", "export.json"}, "tokenizer": {"tokenizer.json", "tokenizer_meta.json"},
+                "generate": {"model.onnx", "export.json", "tokenizer_meta.json"},
+                "generate_text": {"tokenizer.json", "tokenizer_meta.json"}}
+    for model, names in expected.items():
+        assert {p.name for p in folder[model].iterdir()} == names | {"model.py", "lmforge.json"}, model
+    assert (folder["generate"] / "model.onnx").samefile(folder["lm"] / "model.onnx")
+    assert (folder["generate_text"] / "tokenizer.json").read_text() == (folder["tokenizer"] / "tokenizer.json").read_text()
+
+
 def test_a_config_that_does_not_parse_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"bad\.pbtxt is not a valid Triton model config"):
         validate_config('name: "lm"\nmax_batch_sise: 4\n', "bad.pbtxt")

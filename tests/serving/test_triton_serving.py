@@ -1,26 +1,31 @@
 """Against a real Triton server: greedy generation equals PyTorch over gRPC and HTTP, streaming, continuous
-batching under concurrency, bad requests, publish while serving, rollback, the text entry, the CLI."""
+batching under concurrency, bad requests, the gate guard, idempotent publishing, publish while serving,
+rollback, the text entry, the CLI."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import PROMPTS
-from serving_helpers import greedy_reference
+from conftest import PROMPTS, gate, make_workspace, register
+from serving_helpers import greedy_reference, tiny_model
 from typer.testing import CliRunner
 
 from flows.cli import app
 from lmforge_core.metadata import repository as repo
-from lmforge_core.metadata.models import ModelStatus
+from lmforge_core.metadata import review_repository as reviews
+from model.eval_metrics import Interval
+from model.weights import sha256_file
 from serving.client import LMClient, ServingError, astream
 from serving.loadtest import run_load
-from tasks.publish.publish import PublishError, publish_model, rollback_serving
+from tasks.evaluate.gate import Figures, judge, record_gate
+from tasks.publish.publish import PublishError, publish_model, repository_path, rollback_serving
 
 pytestmark = pytest.mark.slow
 
@@ -148,17 +153,73 @@ def test_loadtest_reports_every_request(served):
     assert report.tokens_per_s > 0 and report.latency_ms_p50 <= report.latency_ms_p95 <= report.latency_ms_p99
 
 
-def test_a_rejected_version_is_never_published(served):
-    rt = served.workspace.runtime
+def _tree(folder):
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _deployments(rt):
     with rt.metadata.session() as session:
-        v = repo.get_model_version(session, rt.settings.model_name, 2)
-        repo.set_model_status(session, v.id, ModelStatus.REJECTED)
+        return len(repo.list_deployments(session))
+
+
+def _needs_review(rt, number):
+    """A gate decision asking for review: a bias interval that straddles its bound."""
+    figures = Figures(perplexity={"ds-000001": 50.0}, bias={"loglik_gap/age": Interval(0.9, 0.6, 1.3)})
+    with rt.metadata.session() as session:
+        verdict, checks = judge("ds-000001", figures, None, None, rt.settings.evaluate.gate)
+        record_gate(session, repo.get_model_version(session, rt.settings.model_name, number), verdict, checks, None, None)
+        return verdict.value
+
+
+def test_only_a_version_the_gate_passed_is_published_and_a_refusal_leaves_the_repository_untouched(served):
+    rt, tok = served.workspace.runtime, served.workspace.tokenizer
+    ungated, rejected, unreviewed = (register(rt, tiny_model(tok.vocab_size, seed=s), f"run-gate-{s}") for s in (3, 4, 5))
+    assert gate(rt, rejected, perplexity=5000.0) == "reject"
+    assert _needs_review(rt, unreviewed) == "needs_review"
+    repository = repository_path(rt)
+    before, deployments = _tree(repository), _deployments(rt)
+    refusals = {ungated: f"lmforge:v{ungated} has no gate decision; run `lmforge evaluate {ungated}`",
+                rejected: f"lmforge:v{rejected} was rejected by the promotion gate and can never be published",
+                unreviewed: f"lmforge:v{unreviewed} needs a reviewer's approval before it can be published"}
+    for number, message in refusals.items():
+        with pytest.raises(PublishError, match=f"{re.escape(message)}; nothing was published"):
+            publish_model(rt, str(number), actor="test")
+        assert not (rt.settings.workspace / "exports" / "onnx" / f"lmforge-v{number}").exists()  # refused first
+    assert _tree(repository) == before and _deployments(rt) == deployments
+    assert not any(rt.artifacts.exists(f"triton/lmforge/{n}/publish.json") for n in refusals)
+
+
+def test_publishing_a_published_version_again_is_an_audited_no_op(served):
+    rt, first = served.workspace.runtime, served.published
+    repository = repository_path(rt)
+    before, deployments = _tree(repository), _deployments(rt)
+    again = publish_model(rt, "1", actor="ada")
+    assert again.reused and not first.reused
+    assert (again.model_version, again.triton_version, again.repository, again.parity_max_abs, again.verification) == (
+        first.model_version, first.triton_version, first.repository, first.parity_max_abs, first.verification)
+    assert again.verification["equal"] and again.verification["prompts"] == 3
+    assert _tree(repository) == before and _deployments(rt) == deployments
+    with rt.metadata.session() as session:
+        event = reviews.audit_events(session, actor="ada")[0]
+        assert (event.action, event.target) == ("serve.publish.noop", "lmforge:v1")
+        assert event.details["onnx_sha256"] == sha256_file(repository / "lm" / "1" / "model.onnx")
+
+
+def test_the_same_version_number_with_another_graph_is_refused_naming_both_hashes(served, tmp_path):
+    repository = repository_path(served.workspace.runtime)
+    recorded = sha256_file(repository / "lm" / "1" / "model.onnx")
+    before = _tree(repository)
+    other = make_workspace(tmp_path, seeds=(7,), repository=str(repository))  # another registry, same repository
     try:
-        with pytest.raises(PublishError, match="rejected"):
-            publish_model(rt, "2")
+        with pytest.raises(PublishError, match="Triton version 1 .* is already published") as refused:
+            publish_model(other.runtime, "1", actor="test")
+        exported = sha256_file(other.runtime.settings.workspace / "exports" / "onnx" / "lmforge-v1" / "model.onnx")
     finally:
-        with rt.metadata.session() as session:
-            repo.set_model_status(session, v.id, ModelStatus.CANDIDATE)
+        other.runtime.metadata.dispose()
+    assert exported != recorded and recorded in str(refused.value) and exported in str(refused.value)
+    assert "versions are immutable" in str(refused.value)
+    assert _tree(repository) == before
 
 
 def test_publish_while_streaming_loses_no_request_and_rollback_serves_v1_again(served):
