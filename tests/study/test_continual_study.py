@@ -67,7 +67,8 @@ def test_the_whole_study_on_two_tiny_days(tmp_path: Path, monkeypatch: pytest.Mo
         assert len(day_one) == 1
         assert len({tuple(report["perplexity"][arm][seed][1]) for arm in ARMS}) > 1
     assert report["summary"]["replay"]["average_forgetting"][0] is None
-    assert {t["verdict"] for t in report["targets"]} <= {"met", "missed", "within the spread (no claim)"}
+    assert {t["verdict"] for t in report["targets"]} <= {"met", "missed", "within the spread (no claim)",
+                                                           "not applicable: (a) does not forget"}
     for name, path in report["files"].items():
         assert Path(path).stat().st_size > 0, name
     assert Path(report["files"]["study.png"]).read_bytes()[:4] == b"\x89PNG"
@@ -87,3 +88,26 @@ def test_the_whole_study_on_two_tiny_days(tmp_path: Path, monkeypatch: pytest.Mo
         assert all(p["drift"] is not None and low <= p["replay_fraction"] <= high for p in drift_plans)
     finally:
         rt.metadata.dispose()
+
+
+def _cell(mean: float, spread: float = 0.01) -> dict[str, float]:
+    return {"mean": mean, "spread": spread}
+
+
+def _summary(forgetting_a: float, forgetting_b: float) -> dict[str, dict[str, list[dict[str, float]]]]:
+    arm = {"new_day_perplexity": [_cell(100.0)], "average_perplexity": [_cell(100.0)],
+           "final_perplexity_per_day": [_cell(100.0)]}
+    return {"naive": arm | {"average_forgetting": [_cell(forgetting_a)]},
+            "replay": arm | {"average_forgetting": [_cell(forgetting_b)]},
+            "scratch_all": arm | {"average_forgetting": [_cell(0.0)]},
+            "replay_drift": arm | {"average_forgetting": [_cell(0.0)]}}
+
+
+def test_the_forgetting_target_is_judged_only_where_the_naive_arm_forgets() -> None:
+    from tasks.study.report import targets
+
+    assert targets(_summary(0.40, 0.10))[0]["verdict"] == "met"  # cut 75%
+    assert targets(_summary(0.40, 0.30))[0]["verdict"] == "missed"  # cut 25%
+    backward = targets(_summary(-0.18, -0.28))[0]
+    assert backward["verdict"] == "not applicable: (a) does not forget"
+    assert "improved under (a) by 18%" in backward["detail"]
