@@ -51,10 +51,14 @@ def _after_training(rt: Runtime, trained: dict[str, Any], fields: dict[str, Any]
         if review["decision"] != "approve":
             return _summary("review_rejected", f"{label} was not approved by {review['reviewer']}: "
                             f"{review['comment']}", **fields)
+    why = (f"approved by {fields['review']['reviewer']}" if "review" in fields
+           else f"the promotion gate said {verdict}")
     if "publish" in missing:
+        fields |= {"promotion": steps.promote_step(rt, label, why)}
         return _summary("approved", f"{label} passed the gate; not published: {missing['publish']}", **fields,
                         missing_stages=missing)
     published = steps.publish_step(rt, label)
+    fields |= {"promotion": steps.promote_step(rt, label, why)}
     where = (f"loaded by the serving Triton at {published['served_by']}" if published["served_by"]
              else "no serving Triton runs (`lmforge triton up` starts one)")
     return _summary("published", f"{label} published as Triton version {published['triton_version']}; {where}",

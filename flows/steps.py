@@ -125,3 +125,13 @@ def publish_step(rt: Runtime, model_version: str) -> dict[str, Any]:
         **retry_options(cfg, cfg.timeouts.publish_s), persist_result=True,
         cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key_from("model_version")))
     return publish(rt, model_version.rpartition(":")[2])
+
+
+def promote_step(rt: Runtime, model_version: str, reason: str) -> dict[str, Any]:
+    """The approved candidate becomes ``production``: the champion the next night trains from and is gated
+    against."""
+    from tasks.review.prefect_tasks import promote_task
+
+    cfg = rt.settings.orchestration
+    promote = promote_task.with_options(**retry_options(cfg, 300))
+    return promote(rt, model_version, reason)

@@ -51,6 +51,9 @@ def test_champion_published_then_nothing_new_then_a_rejected_challenger_leaves_s
     first = nightly_retrain(source=str(source), config=str(config))
     assert first["status"] == "published", first
     assert first["evaluation"]["verdict"] == "promote" and first["publish"]["triton_version"] == 1
+    assert first["promotion"] == {"model": "lmforge:v1", "previous": None, "moved": True}
+    with rt.metadata.session() as session:  # the published champion is production: the next night builds on it
+        assert repo.get_alias(session, rt.settings.model_name, repo.PRODUCTION).version == 1
     repository = repository_path(rt)
     served = _tree(repository)
     assert any("/1/" in name for name in served), served
@@ -65,11 +68,19 @@ def test_champion_published_then_nothing_new_then_a_rejected_challenger_leaves_s
     third = nightly_retrain(source=str(source), config=str(strict))
     assert third["status"] == "rejected" and "the promotion gate rejected" in third["message"]
     assert third["evaluation"]["verdict"] == "reject"
+    assert "promotion" not in third
+    # the challenger continued from the champion and was gated against it, forgetting of ds 1 included
+    names = {c["name"] for c in third["evaluation"]["checks"]}
+    assert {"new-data perplexity vs production", "forgetting (earlier data, worst version)"} <= names, names
     assert _tree(repository) == served  # not a file added, changed or removed
     with rt.metadata.session() as session:
         assert repo.get_alias(session, rt.settings.model_name, rt.settings.serving.alias).version == 1
         assert [d.triton_version for d in session.query(Deployment)] == [1]
-        assert repo.resolve_model_version(session, rt.settings.model_name, "v2").status is not ModelStatus.PRODUCTION
+        challenger = repo.resolve_model_version(session, rt.settings.model_name, "v2")
+        assert challenger.status is not ModelStatus.PRODUCTION
+        assert repo.get_alias(session, rt.settings.model_name, repo.PRODUCTION).version == 1
+        assert session.get(TrainingRun, challenger.training_run_id).base_model_version_id == \
+            repo.resolve_model_version(session, rt.settings.model_name, "v1").id
 
 
 def _night_in_thread(config: Path, source: str) -> tuple[threading.Thread, dict[str, Any]]:
