@@ -49,6 +49,9 @@ SAMPLING_PARAMETERS: dict[str, tuple[str, tuple[type, ...]]] = {
     "seed": ("seed", (int,)),
 }
 DEFAULT_MAX_TOKENS = 64
+# how often a running stream's cancellation is asked for: in Triton each ask is a round trip to the server
+# process, and asking every slot at every step took more of the scheduler thread than the decode step did
+CANCEL_POLL_S = 0.05
 
 
 
@@ -94,6 +97,7 @@ class _Slot:
     out: int = 0
     pending: int = -1  # the sampled token not yet fed through the network
     generator: torch.Generator | None = None
+    polled_at: float = field(default_factory=time.monotonic)  # when cancellation was last asked for
     serial: int = field(default_factory=lambda: next(_SERIALS))  # identity of the slot (ids get reused)
 
     def cache(self, layer: int) -> np.ndarray:
@@ -113,10 +117,11 @@ class ContinuousBatcher:
     """Slots, a request queue and one scheduler thread; :meth:`submit` validates and enqueues."""
 
     def __init__(self, step: StepFn, shape: GraphShape, *, max_slots: int, eos_id: int | None,
-                 max_tokens_limit: int, dtype: np.dtype = np.dtype(np.float32)) -> None:
+                 max_tokens_limit: int, dtype: np.dtype = np.dtype(np.float32),
+                 cancel_poll_s: float = CANCEL_POLL_S) -> None:
         if max_slots < 1:
             raise ValueError("max_slots must be >= 1")
-        self.step, self.shape, self.max_slots = step, shape, max_slots
+        self.step, self.shape, self.max_slots, self.cancel_poll_s = step, shape, max_slots, cancel_poll_s
         self.eos_id, self.max_tokens_limit, self.dtype = eos_id, max_tokens_limit, dtype
         self.stats = BatcherStats()
         self._queue: queue.Queue[GenerationRequest] = queue.Queue()
@@ -251,7 +256,7 @@ class ContinuousBatcher:
         return past, mask
 
     def _drop_if_done(self, slot: _Slot) -> bool:
-        if slot.request.is_cancelled():
+        if self._cancel_due(slot) and slot.request.is_cancelled():
             self.stats.cancelled += 1
             self._finish(slot, "cancelled", None)
             return True
@@ -259,6 +264,14 @@ class ContinuousBatcher:
             self._finish(slot, "length", None)
             return True
         return False
+
+    def _cancel_due(self, slot: _Slot) -> bool:
+        """Whether the slot's cancellation is to be asked for now (at most every ``cancel_poll_s``)."""
+        now = time.monotonic()
+        if now - slot.polled_at < self.cancel_poll_s:
+            return False
+        slot.polled_at = now
+        return True
 
     def _accept_all(self, slots: list[_Slot], logits: np.ndarray) -> None:
         """Sample each slot's next token from its row of ``logits`` (B, V), stream it or finish the slot.
