@@ -5,7 +5,8 @@ finish; each sequence slot owns its own KV cache (one (1, kv_heads, length, head
 kind). A decode step left-pads the slots' caches to the longest, marks the padding in ``attention_mask``
 and gives every row its own position, so rows of different lengths share one forward of the graph
 (the padded-batch case the export's parity check covers). Newly admitted prompts are prefilled together
-the same way. A cancelled or failed stream leaves the batch at the next step and frees its slot.
+the same way. A failed stream leaves the batch at the next step and frees its slot, a cancelled one
+within ``CANCEL_POLL_S`` (asking for cancellation is a round trip to the server in Triton).
 
 The scheduler runs in its own thread: Triton's decoupled python model hands requests over and returns at
 once (a synchronous ``execute`` would hold every other request until its stream ended). The network is a
@@ -50,8 +51,9 @@ SAMPLING_PARAMETERS: dict[str, tuple[str, tuple[type, ...]]] = {
 }
 DEFAULT_MAX_TOKENS = 64
 # how often a running stream's cancellation is asked for: in Triton each ask is a round trip to the server
-# process, and asking every slot at every step took more of the scheduler thread than the decode step did
-CANCEL_POLL_S = 0.05
+# process; asked for every slot at every step, the asks took more of the scheduler thread (16 slots) than
+# the decode step did. A cancelled stream so runs on for at most this long.
+CANCEL_POLL_S = 0.1
 
 
 
@@ -287,9 +289,10 @@ class ContinuousBatcher:
         tokens = [0] * len(slots)
         for members in groups.values():
             first = slots[members[0]]
-            picked = sample_next(rows[members], self._history(slots, members), first.request.params, first.generator)
-            for j, i in enumerate(members):
-                tokens[i] = int(picked[j])
+            group = rows if len(members) == len(slots) else rows[members]  # one group (the usual case): no copy
+            picked = sample_next(group, self._history(slots, members), first.request.params, first.generator)
+            for i, token in zip(members, picked.tolist(), strict=True):
+                tokens[i] = token
         for slot, token in zip(slots, tokens, strict=True):
             self._accept(slot, token)
         self._active = [s for s in self._active if s.pending >= 0]
