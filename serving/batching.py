@@ -5,7 +5,8 @@ finish; each sequence slot owns its own KV cache (one (1, kv_heads, length, head
 kind). A decode step left-pads the slots' caches to the longest, marks the padding in ``attention_mask``
 and gives every row its own position, so rows of different lengths share one forward of the graph
 (the padded-batch case the export's parity check covers). Newly admitted prompts are prefilled together
-the same way. A cancelled or failed stream leaves the batch at the next step and frees its slot.
+the same way. A failed stream leaves the batch at the next step and frees its slot, a cancelled one
+within ``CANCEL_POLL_S`` (asking for cancellation is a round trip to the server in Triton).
 
 The scheduler runs in its own thread: Triton's decoupled python model hands requests over and returns at
 once (a synchronous ``execute`` would hold every other request until its stream ended). The network is a
@@ -49,6 +50,10 @@ SAMPLING_PARAMETERS: dict[str, tuple[str, tuple[type, ...]]] = {
     "seed": ("seed", (int,)),
 }
 DEFAULT_MAX_TOKENS = 64
+# how often a running stream's cancellation is asked for: in Triton each ask is a round trip to the server
+# process; asked for every slot at every step, the asks took more of the scheduler thread (16 slots) than
+# the decode step did. A cancelled stream so runs on for at most this long.
+CANCEL_POLL_S = 0.1
 
 
 
@@ -94,6 +99,7 @@ class _Slot:
     out: int = 0
     pending: int = -1  # the sampled token not yet fed through the network
     generator: torch.Generator | None = None
+    polled_at: float = field(default_factory=time.monotonic)  # when cancellation was last asked for
     serial: int = field(default_factory=lambda: next(_SERIALS))  # identity of the slot (ids get reused)
 
     def cache(self, layer: int) -> np.ndarray:
@@ -119,10 +125,11 @@ class ContinuousBatcher:
     """Slots, a request queue and one scheduler thread; :meth:`submit` validates and enqueues."""
 
     def __init__(self, step: StepFn, shape: GraphShape, *, max_slots: int, eos_id: int | None,
-                 max_tokens_limit: int, dtype: np.dtype = np.dtype(np.float32), observer: Observer | None = None) -> None:
+                 max_tokens_limit: int, dtype: np.dtype = np.dtype(np.float32), observer: Observer | None = None,
+                 cancel_poll_s: float = CANCEL_POLL_S) -> None:
         if max_slots < 1:
             raise ValueError("max_slots must be >= 1")
-        self.step, self.shape, self.max_slots = step, shape, max_slots
+        self.step, self.shape, self.max_slots, self.cancel_poll_s = step, shape, max_slots, cancel_poll_s
         self.eos_id, self.max_tokens_limit, self.dtype = eos_id, max_tokens_limit, dtype
         self.stats = BatcherStats()
         self._observer, self._observed = observer, (0, 0, 0, 0)
@@ -271,7 +278,7 @@ class ContinuousBatcher:
         return past, mask
 
     def _drop_if_done(self, slot: _Slot) -> bool:
-        if slot.request.is_cancelled():
+        if self._cancel_due(slot) and slot.request.is_cancelled():
             self.stats.cancelled += 1
             self._finish(slot, "cancelled", None)
             return True
@@ -279,6 +286,14 @@ class ContinuousBatcher:
             self._finish(slot, "length", None)
             return True
         return False
+
+    def _cancel_due(self, slot: _Slot) -> bool:
+        """Whether the slot's cancellation is to be asked for now (at most every ``cancel_poll_s``)."""
+        now = time.monotonic()
+        if now - slot.polled_at < self.cancel_poll_s:
+            return False
+        slot.polled_at = now
+        return True
 
     def _accept_all(self, slots: list[_Slot], logits: np.ndarray) -> None:
         """Sample each slot's next token from its row of ``logits`` (B, V), stream it or finish the slot.
@@ -294,9 +309,10 @@ class ContinuousBatcher:
         tokens = [0] * len(slots)
         for members in groups.values():
             first = slots[members[0]]
-            picked = sample_next(rows[members], self._history(slots, members), first.request.params, first.generator)
-            for j, i in enumerate(members):
-                tokens[i] = int(picked[j])
+            group = rows if len(members) == len(slots) else rows[members]  # one group (the usual case): no copy
+            picked = sample_next(group, self._history(slots, members), first.request.params, first.generator)
+            for i, token in zip(members, picked.tolist(), strict=True):
+                tokens[i] = token
         for slot, token in zip(slots, tokens, strict=True):
             self._accept(slot, token)
         self._active = [s for s in self._active if s.pending >= 0]

@@ -17,6 +17,8 @@ model version: ``lmforge_generate_slots_active`` and ``lmforge_generate_queued``
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from typing import Any
 
 import numpy as np
@@ -77,6 +79,65 @@ class SchedulerMetrics:
         self.families.clear()
 
 
+class _Stream:
+    """One request's response sender, as the batcher's callbacks: they queue responses for
+    :class:`_Responses` and return at once. A send that failed (the client went away) is raised by the
+    stream's next token, which the batcher takes as a cancellation."""
+
+    def __init__(self, sender: Any, responses: _Responses) -> None:
+        self.sender, self.responses = sender, responses
+        self.failed: Exception | None = None
+
+    def token(self, token: int) -> None:
+        if self.failed is not None:
+            raise self.failed
+        self.responses.put(self, token)
+
+    def finish(self, reason: str, error: str | None) -> None:
+        self.responses.put(self, None if error is None or reason != "error" else error)
+
+
+class _Responses:
+    """Sends every stream's responses from a thread of its own. A send is a round trip to the server
+    process (the stub waits until the parent has taken the response): made by the scheduler thread, 16
+    of them per step held the next decode step back longer than the step itself took. One FIFO keeps
+    each stream's tokens and its final response in order."""
+
+    _STOP = object()
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[_Stream, Any]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="lmforge-responses", daemon=True)
+        self._thread.start()
+
+    def put(self, stream: _Stream, item: int | str | None) -> None:
+        """``item``: a token id, None for the final flag, or an error message (final error response)."""
+        self._queue.put((stream, item))
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put((None, self._STOP))  # type: ignore[arg-type]
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            stream, item = self._queue.get()
+            if item is self._STOP:
+                return
+            if stream.failed is not None:
+                continue
+            try:
+                if isinstance(item, int):
+                    stream.sender.send(pb_utils.InferenceResponse(
+                        [pb_utils.Tensor("token_id", np.array([item], dtype=np.int64))]))
+                elif item is None:
+                    stream.sender.send(flags=FINAL)
+                else:
+                    stream.sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generate: {item}")),
+                                       flags=FINAL)
+            except Exception as exc:  # the stream is gone: its slot is freed at its next token
+                stream.failed = exc
+
+
 class GenerateModel:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = a = ModelArgs.parse(args)
@@ -93,6 +154,7 @@ class GenerateModel:
         eos = json.loads((a.directory / TOKENIZER_META).read_text())["eos_id"]
         self.limit = a.int_param("max_tokens_limit", 256)
         self.metrics = SchedulerMetrics(a.version)
+        self.responses = _Responses()
         self.batcher = ContinuousBatcher(step, shape, max_slots=a.int_param("max_slots", 8), eos_id=eos,
                                          max_tokens_limit=self.limit, observer=self.metrics).start()
 
@@ -102,21 +164,11 @@ class GenerateModel:
             tensor = pb_utils.get_input_tensor_by_name(request, "input_ids")
             prompt = tensor.as_numpy().reshape(-1).tolist()
             params = sampling_params(request.parameters(), self.limit)
-            self.batcher.submit(GenerationRequest(
-                prompt, params,
-                on_token=lambda t: sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("token_id", np.array([t], dtype=np.int64))])),
-                on_finish=lambda reason, error: self._finish(sender, reason, error),
-                is_cancelled=sender.is_cancelled,
-            ))
+            stream = _Stream(sender, self.responses)
+            self.batcher.submit(GenerationRequest(prompt, params, on_token=stream.token, on_finish=stream.finish,
+                                                  is_cancelled=sender.is_cancelled))
         except (RequestError, ValueError, TypeError) as exc:
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generate: {exc}")), flags=FINAL)
-
-    @staticmethod
-    def _finish(sender: Any, reason: str, error: str | None) -> None:
-        if error is not None and reason == "error":
-            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generate: {error}")), flags=FINAL)
-        else:
-            sender.send(flags=FINAL)
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -126,3 +178,4 @@ class GenerateModel:
     def finalize(self) -> None:
         self.batcher.close()
         self.metrics.close()
+        self.responses.close()

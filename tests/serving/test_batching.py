@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
     return tok, model, export, session
 
 
-def batcher(setup, slots, delay=0.0, limit=64):
+def batcher(setup, slots, delay=0.0, limit=64, **options):
     tok, _, export, session = setup
 
     def step(*xs):
@@ -35,7 +35,7 @@ def batcher(setup, slots, delay=0.0, limit=64):
         return ort_step(session, *xs)
 
     return ContinuousBatcher(step, GraphShape.from_model_config(export.config), max_slots=slots, eos_id=tok.eos_id,
-                             max_tokens_limit=limit).start()
+                             max_tokens_limit=limit, **options).start()
 
 
 class Collector:
@@ -71,7 +71,7 @@ def test_requests_join_the_running_batch_and_each_equals_pytorch(setup):
 
 def test_a_cancelled_stream_frees_its_slot_for_the_next_request(setup):
     tok, model, _, _ = setup
-    b = batcher(setup, slots=1, delay=0.002)
+    b = batcher(setup, slots=1, delay=0.002, cancel_poll_s=0.02)
     first, second = Collector(), Collector()
     b.submit(first.request(tok.encode(TEXTS[0]), cancel_after=3, max_new_tokens=60, temperature=0.0))
     b.submit(second.request(tok.encode(TEXTS[1]), max_new_tokens=5, temperature=0.0))
@@ -80,6 +80,22 @@ def test_a_cancelled_stream_frees_its_slot_for_the_next_request(setup):
     assert first.reason == ("cancelled", None) and 3 <= len(first.tokens) < 60
     assert second.tokens == greedy_reference(model, tok.encode(TEXTS[1]), 5, tok.eos_id)
     assert b.stats.cancelled == 1 and b.active == 0
+
+
+@pytest.mark.parametrize(("poll_s", "asks"), [(3600.0, 1), (0.0, 1 + 19)])
+def test_cancellation_is_asked_for_at_most_once_per_poll_interval(setup, poll_s, asks):
+    """Each ask is a round trip to the server in Triton: with a long interval a stream is asked once, when it
+    is admitted; with none, before each of its decode steps (20 tokens: 19 steps after the prefill)."""
+    tok, model, _, _ = setup
+    b = batcher(setup, slots=2, cancel_poll_s=poll_s)
+    c, calls = Collector(), []
+    prompt = tok.encode(TEXTS[0])
+    b.submit(GenerationRequest(prompt, SamplingParams(max_new_tokens=20, temperature=0.0), c.tokens.append, c.finish,
+                               lambda: calls.append(1) or False))
+    assert c.done.wait(30)
+    b.close()
+    assert c.tokens == greedy_reference(model, prompt, 20, tok.eos_id) and len(c.tokens) == 20
+    assert len(calls) == asks
 
 
 def test_a_client_that_went_away_is_treated_as_cancelled(setup):
