@@ -11,9 +11,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from flows.cli.common import CliError, emit, settings
+from flows.cli.evaluate import gate_table
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 # deployments of prefect.yaml on the local process pool; the Kubernetes ones need the Terraform pools.
@@ -42,16 +42,13 @@ def _render_night(c: Console, night: dict[str, Any]) -> None:
                 f"(run {night['training']['run_id']})")
     evaluation = night.get("evaluation")
     if evaluation:
-        table = Table(title=f"gate: {evaluation['verdict']}")
-        for col in ("check", "passed", "value", "bound"):
-            table.add_column(col)
-        for check in evaluation.get("checks", []):
-            table.add_row(str(check.get("name")), str(check.get("passed")), str(check.get("value")),
-                          str(check.get("threshold", check.get("bound", ""))))
-        c.print(table)
+        c.print(gate_table(evaluation.get("checks", []), f"gate: {evaluation['verdict']}"))
     if night.get("review"):
         r = night["review"]
         c.print(f"  review: {r['decision']} by {r['reviewer']} {r.get('comment') or ''}")
+    if night.get("promotion", {}).get("moved"):
+        m = night["promotion"]
+        c.print(f"  production: {m['previous'] or 'none'} -> {m['model']}")
     if night.get("publish"):
         p = night["publish"]
         c.print(f"  published to {p['repository']} as Triton version {p['triton_version']}; "
