@@ -103,8 +103,12 @@ def peer_load(url: str, prompts: list[list[int]], concurrency: int, max_tokens: 
     return _report("peer", _drive(one, concurrency))
 
 
+# requests per worker: a level lasts several waves (with 2, the c=16 ratio swung 2-5x between runs)
+WAVES = 8
+
+
 def _drive(one, concurrency: int) -> LoadReport:  # type: ignore[no-untyped-def]
-    requests = max(8, 2 * concurrency)
+    requests = max(8, WAVES * concurrency)
     one(0)  # warm-up
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
