@@ -11,14 +11,19 @@ from uuid import UUID
 
 from prefect.flow_runs import resume_flow_run
 from prefect.input import RunInput
+from pydantic import Field
+
+from tasks.review.actions import MAX_ACTOR, MAX_COMMENT
 
 
 class ReviewInput(RunInput):
-    """A reviewer's decision as the waiting flow run receives it."""
+    """A reviewer's decision as the waiting flow run receives it. Its JSON schema is what Prefect's UI shows
+    as the resume form and what the server checks a resume's input against, so the bounds the store
+    accepts are declared here: a bad input is refused at the resume, and the run stays suspended."""
 
     decision: Literal["approve", "reject"]
-    reviewer: str
-    comment: str = ""
+    reviewer: str = Field(min_length=1, max_length=MAX_ACTOR, pattern=r"\S", description="who decides")
+    comment: str = Field("", max_length=MAX_COMMENT, description="why (kept with the review and its audit event)")
 
 
 def resume_with_review(flow_run_id: str, review: ReviewInput) -> None:
