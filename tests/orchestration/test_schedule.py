@@ -8,12 +8,34 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from prefect_api import PROJECT, TERMINAL, api, task_names, wait_for, wait_state
 
 pytestmark = pytest.mark.slow
+
+
+def _runs_of(pid: int) -> list[bytes]:
+    """Command lines of the children of ``pid`` (any of its threads') other than Python's multiprocessing
+    resource tracker, which lives as long as the serving process: the flow runs it started."""
+    lines = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            lines += [Path(f"/proc/{child}/cmdline").read_bytes() for child in (task / "children").read_text().split()]
+        except OSError:  # a thread or a child that just ended
+            continue
+    return [line for line in lines if b"multiprocessing.resource_tracker" not in line]
+
+
+def _until_idle(pid: int, timeout: float = 60) -> None:
+    """Until the serving process runs no flow run: the run's own process has exited (the API says COMPLETED
+    a moment before), so the stop below is that of an idle server."""
+    deadline = time.monotonic() + timeout
+    while _runs_of(pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _runs_of(pid), _runs_of(pid)
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -40,6 +62,10 @@ def test_lmforge_schedule_serves_the_nightly_runs_a_night_and_stops_cleanly(
         assert done["state"]["type"] == "COMPLETED", log.read_text()[-5000:]
         assert done["parameters"] == {"source": str(tmp_path / "empty"), "config": str(config.resolve())}
         assert "ingest-night" in task_names(prefect_server.api_url, run["id"])
+        _until_idle(served.pid)
+    except BaseException:
+        print(log.read_text()[-5000:])  # the served process's side of a failure
+        raise
     finally:
         served.send_signal(stop)
         try:
