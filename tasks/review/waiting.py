@@ -45,13 +45,19 @@ def open_request(runtime: Runtime, model_ref: str, reason: str, flow_run_id: str
 
 def record_timeout(runtime: Runtime, request_id: int, default: str, timeout_s: int) -> dict[str, str]:
     """Nobody decided within ``timeout_s``: the request is closed as timed out and the configured ``default``
-    (approve or reject) is recorded as the review of reviewer ``lmforge:timeout``, audited."""
+    (approve or reject) is recorded as the review of reviewer ``lmforge:timeout``, audited. A decision recorded
+    meanwhile without reaching the run (its resume failed) is returned instead."""
     decision = ReviewDecision(default)
     comment = f"no reviewer decided within {timeout_s} s; the configured default ({default}) applies"
     with runtime.metadata.session() as session:
-        request = session.get(ReviewRequest, request_id)
+        request = session.get(ReviewRequest, request_id, with_for_update=True)
         if request is None:
             raise ValueError(f"review request {request_id} does not exist")
+        if request.status is not ReviewRequestStatus.PENDING and request.review_id is not None:
+            # decided in the store, but the run was never resumed (the resume failed): that decision stands.
+            review = session.get(Review, request.review_id)
+            assert review is not None  # the request's foreign key
+            return {"decision": review.decision.value, "reviewer": review.reviewer, "comment": review.comment}
         model = session.get(ModelVersion, request.model_version_id)
         review = repo.add_review(session, model_version_id=request.model_version_id, reviewer=TIMEOUT_REVIEWER,
                                  decision=decision, comment=comment)
