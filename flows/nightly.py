@@ -18,7 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows import steps
-from flows.support import open_flow_runtime, superseded_by
+from flows.support import open_flow_runtime
 from lmforge_core.runtime import Runtime
 
 INGEST_FIELDS = ("status", "message", "batch_id", "drop", "records_read", "records_accepted", "rejected",
@@ -71,9 +71,10 @@ def nightly_retrain(source: str | None = None, train_steps: int | None = None, p
     """One night: see the module docstring. Returns the night's summary (what `lmforge nightly` prints)."""
     rt = open_flow_runtime(config)
     try:
-        later = superseded_by(rt.settings.orchestration)
+        later = steps.catch_up_task(rt)
         if later is not None:
-            return _summary("superseded", f"a later night ({later}) is due; catch-up policy runs only the latest")
+            return _summary("superseded", f"a later night ({later}) is due; catch-up policy runs only the latest",
+                            superseded_by=later)
         ingest = steps.ingest_step(rt, source)
         fields: dict[str, Any] = {"ingest": {k: ingest.get(k) for k in INGEST_FIELDS}}
         dataset = steps.dataset_to_train(rt, ingest)

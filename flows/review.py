@@ -8,6 +8,10 @@ Prefect refuses to suspend a run without a deployment, hence the two ways.
 A run on Prefect's temporary local API (``lmforge nightly`` with no ``PREFECT_API_URL``) cannot be reached by
 another process, so no one could resume it: it waits on the metadata store instead, where the dashboard and
 ``lmforge review`` record the decision (``decision_in_store``), polling every ``poll_interval_s``.
+
+Whichever way the decision arrives, the flow then makes sure it is in the store: the CLI and the dashboard
+record before they resume; a resume through Prefect's UI or API records nothing, so the flow records it
+(``record_received_review``, source ``prefect``), once.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ from prefect.settings import PREFECT_API_URL
 
 from lmforge_core.runtime import Runtime
 from tasks.review.run_input import ReviewInput
-from tasks.review.waiting import decision_in_store, open_request, record_timeout
+from tasks.review.waiting import decision_in_store, open_request, record_received_review, record_timeout
 
 open_request_task = task(open_request, name="open-review-request", cache_policy=NO_CACHE, retries=2,
                          retry_delay_seconds=[2, 8])
+record_received_task = task(record_received_review, name="record-review-decision", cache_policy=NO_CACHE,
+                            retries=2, retry_delay_seconds=[2, 8])
 record_timeout_task = task(record_timeout, name="review-timeout-default", cache_policy=NO_CACHE, retries=2,
                            retry_delay_seconds=[2, 8])
 
@@ -64,6 +70,8 @@ def review_step(rt: Runtime, model_version: str, reason: str) -> dict[str, Any]:
         decided = record_timeout_task(rt, int(request["request_id"]), cfg.default, cfg.timeout_s)
         logger.warning("review of %s timed out: %s", request["model"], decided["comment"])
         return decided | {"request_id": request["request_id"], "timed_out": True}
-    logger.info("review of %s: %s by %s", request["model"], answer.decision, answer.reviewer)
+    recorded = record_received_task(rt, int(request["request_id"]), answer.decision, answer.reviewer, answer.comment)
+    logger.info("review of %s: %s by %s (%s)", request["model"], answer.decision, answer.reviewer,
+                "received through Prefect; recorded by this run" if recorded else "recorded by the reviewer's tool")
     return {"decision": answer.decision, "reviewer": answer.reviewer, "comment": answer.comment,
-            "request_id": request["request_id"], "timed_out": False}
+            "request_id": request["request_id"], "timed_out": False, "recorded_by_flow": recorded}

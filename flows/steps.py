@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import CacheKeyFnPolicy
 
 from flows.artifacts import data_quality_artifact, evaluation_artifact, gate_artifact
-from flows.support import ensure_training_limit, stage_installed
+from flows.support import catch_up, ensure_training_limit, stage_installed
 from lmforge_core.runtime import Runtime
 from tasks.ingest import prefect_tasks as ingest_tasks
 from tasks.ingest.ingest_lock import ingest_lock
@@ -48,6 +48,12 @@ def _ingest_steps(runtime: Runtime, source_uri: str | None) -> dict[str, Any]:
 # their outcome; a resumed (suspended) or retried run finds it instead of ingesting what arrived meanwhile.
 ingest_night_task = task(_ingest_steps, name="ingest-night", persist_result=True,
                          cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key_from("source_uri", per_run=True)))
+
+
+# The catch-up decision once per flow run (persisted): a run resumed after a review does not find itself
+# superseded by the nights that came while it waited.
+catch_up_task = task(catch_up, name="catch-up-policy", persist_result=True,
+                     cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key_from(per_run=True)))
 
 
 def ingest_step(rt: Runtime, source: str | None) -> dict[str, Any]:

@@ -114,6 +114,21 @@ def ensure_process_pool(name: str) -> None:
                 pass
 
 
+def pause_served(deployment: str) -> None:
+    """Pause the schedule of the deployment this process served, once it stops serving: nobody runs its
+    nights until `lmforge schedule` starts again. Done here, not by Prefect's ``pause_on_shutdown``: on
+    SIGTERM Prefect 3.8 pauses while its event loop is being cancelled, and the pause is sometimes cut off."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.pause_deployment(client.read_deployment_by_name(deployment).id)
+    except Exception as exc:  # the server is gone or the deployment was removed: the stop itself succeeded
+        Console(stderr=True).print(f"[yellow]could not pause the schedule of {deployment}[/]: {exc}")
+        return
+    Console(stderr=True).print(f"stopped serving {deployment}; its schedule is paused until `lmforge schedule` runs")
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def nightly(
@@ -132,14 +147,19 @@ def register(app: typer.Typer) -> None:
     def schedule(
         name: Annotated[str | None, typer.Option("--name", help="deployment name (default from settings)")] = None,
     ) -> None:
-        """Serve the nightly deployment from this process: cron and timezone from the settings."""
+        """Serve the nightly deployment from this process: cron and timezone from the settings. Ctrl-C or
+        SIGTERM stops it and pauses the schedule (starting it again resumes the schedule)."""
         from prefect.schedules import Cron
 
         from flows.nightly import nightly_retrain
 
         cfg = settings().orchestration
-        nightly_retrain.serve(name=name or cfg.deployment_name, parameters={"config": _config_arg()},
-                              schedules=[Cron(cfg.nightly_cron, timezone=cfg.timezone)])
+        deployment = name or cfg.deployment_name
+        try:
+            nightly_retrain.serve(name=deployment, parameters={"config": _config_arg()}, pause_on_shutdown=False,
+                                  schedules=[Cron(cfg.nightly_cron, timezone=cfg.timezone)])
+        finally:
+            pause_served(f"{nightly_retrain.name}/{deployment}")
 
     @app.command()
     def deploy(

@@ -31,6 +31,9 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch threads per process (fixed for determinism)")
     processes: int = Field(1, ge=1)
     launcher: Literal["torchrun", "deepspeed"] = "torchrun"
+    hostfile: str | None = Field(
+        None, description="DeepSpeed hostfile (`HOST slots=N` lines): train on every host it names, `processes` "
+                          "per host; needs launcher deepspeed (checked when training starts: model/launch.py)")
     replay_fraction: float = Field(0.25, ge=0, lt=1)
     replay_planner: Literal["fixed", "drift"] = Field(
         "fixed", description="fixed: replay_fraction and rewarm_lr_ratio as set; drift: both follow the new "
@@ -58,6 +61,13 @@ class TrainConfig(BaseModel):
     def _batch_fits(self) -> "TrainConfig":
         if self.global_batch % self.micro_batch:
             raise ValueError(f"global_batch {self.global_batch} is not a multiple of micro_batch {self.micro_batch}")
+        return self
+
+    @model_validator(mode="after")
+    def _hostfile_needs_deepspeed(self) -> "TrainConfig":
+        if self.hostfile is not None and self.launcher != "deepspeed":
+            raise ValueError(f"train.hostfile is set but train.launcher is {self.launcher!r}: only the deepspeed "
+                             "launcher reads a hostfile (set train.launcher = \"deepspeed\")")
         return self
 
     @model_validator(mode="after")

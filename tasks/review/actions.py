@@ -8,6 +8,7 @@ Prefect flow run is resumed only after that transaction has committed, so the fl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,7 @@ from lmforge_core.metadata.models import (
     ModelStatus,
     ModelVersion,
     ReviewDecision,
+    ReviewRequest,
     ReviewRequestStatus,
 )
 from lmforge_core.runtime import Runtime
@@ -29,7 +31,9 @@ log = logging.getLogger(__name__)
 
 MAX_COMMENT = 4000
 MAX_ACTOR = 128
-SOURCES = frozenset({"dashboard", "cli", "flow", "api"})
+# "prefect": a decision that reached a waiting flow run through Prefect itself (its UI's resume form or
+# `resume_flow_run`), recorded by the flow (tasks/review/waiting.py).
+SOURCES = frozenset({"dashboard", "cli", "flow", "api", "prefect"})
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 _SERVED = (ModelStatus.PRODUCTION, ModelStatus.ARCHIVED)
 
@@ -49,6 +53,7 @@ class ReviewOutcome:
     resumed: bool
     resume_error: str | None
     audit_id: int
+    comment: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,42 +108,50 @@ def _refuse_gate_rejected(session: Session, model: ModelVersion, action: str) ->
     return gate.verdict if gate is not None else None
 
 
+def record_decision(session: Session, model: ModelVersion, *, decision: ReviewDecision, reviewer: str, comment: str,
+                    source: str, request: ReviewRequest | None) -> ReviewOutcome:
+    """The one record of an approve/reject decision, in the caller's transaction: the review, the model's
+    status, ``request`` resolved (when given) and the audit event. Checks the decision is allowed; returns
+    the outcome with nothing resumed (only :func:`apply_review` resumes a waiting flow run)."""
+    if decision not in (ReviewDecision.APPROVE, ReviewDecision.REJECT):
+        raise ReviewRefusedError(f"a review decides approve or reject, not {decision!s}; use rollback_production")
+    reviewer, comment, source = _checked_actor(reviewer), _checked_text(comment, "comment"), _checked_source(source)
+    if model.status in _SERVED:
+        raise ReviewRefusedError(f"{model.label} is {model.status.value}; it has already served and is not reviewed")
+    approved = decision is ReviewDecision.APPROVE
+    if approved:
+        _refuse_gate_rejected(session, model, "approved")
+    review = repo.add_review(session, model_version_id=model.id, reviewer=reviewer, decision=decision, comment=comment)
+    repo.set_model_status(session, model.id, ModelStatus.APPROVED if approved else ModelStatus.REJECTED)
+    if request is not None:
+        status = ReviewRequestStatus.APPROVED if approved else ReviewRequestStatus.REJECTED
+        reviews.resolve_review_request(session, request, status, review_id=review.id)
+    request_id, flow_run_id = (request.id, request.flow_run_id) if request is not None else (None, None)
+    event = reviews.record_audit(
+        session, actor=reviewer, action=f"review.{decision.value}", target=model.label, source=source,
+        details={"comment": comment, "review_id": review.id, "request_id": request_id, "flow_run_id": flow_run_id},
+    )
+    return ReviewOutcome(model=model.label, decision=decision.value, reviewer=reviewer, review_id=review.id,
+                         request_id=request_id, flow_run_id=flow_run_id, resumed=False, resume_error=None,
+                         audit_id=event.id, comment=comment)
+
+
 def apply_review(
     runtime: Runtime, *, model_ref: str, decision: ReviewDecision, reviewer: str, comment: str, source: str
 ) -> ReviewOutcome:
     """Record an approve/reject review of a model version, resolve its pending review request, audit it,
     and resume the Prefect flow run that waits for it (when the request names one)."""
-    if decision not in (ReviewDecision.APPROVE, ReviewDecision.REJECT):
-        raise ReviewRefusedError(f"a review decides approve or reject, not {decision!s}; use rollback_production")
-    reviewer, comment, source = _checked_actor(reviewer), _checked_text(comment, "comment"), _checked_source(source)
     with runtime.metadata.session() as session:
         model = resolve_model_ref(session, runtime.settings.model_name, model_ref)
-        if model.status in _SERVED:
-            raise ReviewRefusedError(f"{model.label} is {model.status.value}; it has already served and is not reviewed")
-        if decision is ReviewDecision.APPROVE:
-            _refuse_gate_rejected(session, model, "approved")
-        review = repo.add_review(session, model_version_id=model.id, reviewer=reviewer, decision=decision,
-                                 comment=comment)
-        approved = decision is ReviewDecision.APPROVE
-        repo.set_model_status(session, model.id, ModelStatus.APPROVED if approved else ModelStatus.REJECTED)
-        request = reviews.pending_review_for(session, model.id)
-        if request is not None:
-            status = ReviewRequestStatus.APPROVED if approved else ReviewRequestStatus.REJECTED
-            reviews.resolve_review_request(session, request, status, review_id=review.id)
-        request_id, flow_run_id = (request.id, request.flow_run_id) if request is not None else (None, None)
-        event = reviews.record_audit(
-            session, actor=reviewer, action=f"review.{decision.value}", target=model.label, source=source,
-            details={"comment": comment, "review_id": review.id, "request_id": request_id, "flow_run_id": flow_run_id},
-        )
-        label, review_id, audit_id = model.label, review.id, event.id
+        outcome = record_decision(session, model, decision=decision, reviewer=reviewer, comment=comment,
+                                  source=source, request=reviews.pending_review_for(session, model.id))
     # A run on Prefect's temporary local API (no PREFECT_API_URL) is out of reach of this process; it polls the
     # store for the decision just recorded (flows/review.py), so there is nothing to resume.
+    flow_run_id = outcome.flow_run_id
     reachable = bool(flow_run_id) and _prefect_api_configured()
-    resume_error = _resume(runtime, flow_run_id, decision, reviewer, comment, label) if reachable else None
-    return ReviewOutcome(model=label, decision=decision.value, reviewer=reviewer, review_id=review_id,
-                         request_id=request_id, flow_run_id=flow_run_id,
-                         resumed=reachable and resume_error is None, resume_error=resume_error,
-                         audit_id=audit_id)
+    resume_error = (_resume(runtime, flow_run_id, decision, outcome.reviewer, outcome.comment, outcome.model)
+                    if reachable and flow_run_id else None)
+    return dataclasses.replace(outcome, resumed=reachable and resume_error is None, resume_error=resume_error)
 
 
 def _prefect_api_configured() -> bool:

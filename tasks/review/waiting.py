@@ -1,7 +1,9 @@
-"""The flow's side of a review: the request it waits on, and the configured default when nobody decides.
+"""The flow's side of a review: the request it waits on, the decision it received, and the configured
+default when nobody decides.
 
-A person's decision goes through :func:`tasks.review.actions.apply_review` (dashboard, ``lmforge review``);
-these two functions are what the waiting flow itself records.
+A person's decision goes through :func:`tasks.review.actions.apply_review` (dashboard, ``lmforge review``),
+which records it before it resumes the run. A run resumed through Prefect itself (the UI's resume form,
+``resume_flow_run``) got a decision no face recorded: :func:`record_received_review` records it then.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from lmforge_core.metadata.models import (
     ReviewRequestStatus,
 )
 from lmforge_core.runtime import Runtime
-from tasks.review.actions import resolve_model_ref
+from tasks.review.actions import record_decision, resolve_model_ref
 
 TIMEOUT_REVIEWER = "lmforge:timeout"
 
@@ -43,13 +45,19 @@ def open_request(runtime: Runtime, model_ref: str, reason: str, flow_run_id: str
 
 def record_timeout(runtime: Runtime, request_id: int, default: str, timeout_s: int) -> dict[str, str]:
     """Nobody decided within ``timeout_s``: the request is closed as timed out and the configured ``default``
-    (approve or reject) is recorded as the review of reviewer ``lmforge:timeout``, audited."""
+    (approve or reject) is recorded as the review of reviewer ``lmforge:timeout``, audited. A decision recorded
+    meanwhile without reaching the run (its resume failed) is returned instead."""
     decision = ReviewDecision(default)
     comment = f"no reviewer decided within {timeout_s} s; the configured default ({default}) applies"
     with runtime.metadata.session() as session:
-        request = session.get(ReviewRequest, request_id)
+        request = session.get(ReviewRequest, request_id, with_for_update=True)
         if request is None:
             raise ValueError(f"review request {request_id} does not exist")
+        if request.status is not ReviewRequestStatus.PENDING and request.review_id is not None:
+            # decided in the store, but the run was never resumed (the resume failed): that decision stands.
+            review = session.get(Review, request.review_id)
+            assert review is not None  # the request's foreign key
+            return {"decision": review.decision.value, "reviewer": review.reviewer, "comment": review.comment}
         model = session.get(ModelVersion, request.model_version_id)
         review = repo.add_review(session, model_version_id=request.model_version_id, reviewer=TIMEOUT_REVIEWER,
                                  decision=decision, comment=comment)
@@ -74,3 +82,21 @@ def decision_in_store(runtime: Runtime, request_id: int) -> dict[str, str] | Non
         review = session.get(Review, request.review_id)
         assert review is not None
         return {"decision": review.decision.value, "reviewer": review.reviewer, "comment": review.comment}
+
+
+def record_received_review(runtime: Runtime, request_id: int, decision: str, reviewer: str, comment: str) -> bool:
+    """Record the decision a waiting run received for request ``request_id``, exactly as ``lmforge review``
+    records it (review, model status, request resolved, audit event with source ``prefect``), unless the
+    request is already resolved (the CLI or dashboard recorded it before resuming): then nothing is written.
+    Returns whether it recorded. The request row is locked, so two deciders cannot both record."""
+    with runtime.metadata.session() as session:
+        request = session.get(ReviewRequest, request_id, with_for_update=True)
+        if request is None:
+            raise ValueError(f"review request {request_id} does not exist")
+        if request.status is not ReviewRequestStatus.PENDING:
+            return False
+        model = session.get(ModelVersion, request.model_version_id)
+        assert model is not None  # a request's foreign key
+        record_decision(session, model, decision=ReviewDecision(decision), reviewer=reviewer, comment=comment,
+                        source="prefect", request=request)
+    return True

@@ -35,7 +35,7 @@ from model.configs import ModelConfig, get_config
 from model.engine import fit_micro_batch, init_single_process, resolve_precision
 from model.hf_interop import import_hf
 from model.job import JOB_FILE, DataMixConfig, JobConfig
-from model.launch import read_error_file, spawn
+from model.launch import HostfileError, read_error_file, spawn, world_size
 from model.metrics import peak_flops
 from model.token_shards import load_manifest, safe_key_path
 from model.train_loop import train
@@ -127,8 +127,8 @@ def _starting_point(runtime: Runtime, source: str, run_dir: Path) -> tuple[str |
     return str(run_dir / "init"), None, f"imported {hf_dir.resolve()}"
 
 
-def _execute(job: JobConfig, job_path: Path, processes: int, launcher: str, recorder: Recorder) -> None:
-    if processes == 1:
+def _execute(job: JobConfig, job_path: Path, processes: int, recorder: Recorder) -> None:
+    if processes == 1 and job.train.hostfile is None:
         init_single_process()
         train(job, on_event=recorder.handle)
         return
@@ -136,7 +136,7 @@ def _execute(job: JobConfig, job_path: Path, processes: int, launcher: str, reco
     started = int(time.time())
     log, error_file = run_dir / f"train-{started}.log", run_dir / f"error-{started}.json"
     tails = [EventTail(run_dir / "events.jsonl", recorder.handle), EventTail(log, recorder.handle, _launcher_line)]
-    proc = spawn(job_path, processes, launcher, log, error_file)
+    proc = spawn(job_path, processes, job.train.launcher, log, error_file, hostfile=job.train.hostfile)
     while proc.poll() is None:
         for tail in tails:
             tail.drain()
@@ -148,6 +148,14 @@ def _execute(job: JobConfig, job_path: Path, processes: int, launcher: str, reco
         if cause is None:  # no error file: killed by a signal, or it died before the entry point ran
             cause = " | ".join(log.read_text(errors="replace").splitlines()[-3:])
         raise TrainingProcessError(f"training processes exited with code {proc.returncode}: {cause} (log {log})")
+
+
+def _world(processes: int, hostfile: str | None) -> int:
+    """The run's process count (``processes`` on each host of a hostfile); a bad hostfile is named here."""
+    try:
+        return world_size(processes, hostfile)
+    except HostfileError as exc:
+        raise TrainingError(str(exc)) from exc
 
 
 def _launcher_line(line: bytes) -> dict[str, Any]:
@@ -224,8 +232,8 @@ def _run(runtime: Runtime, job: JobConfig, run_id: str, run_pk: int, base_id: in
     job.save(job_path)
     recorder = Recorder(runtime, run_id, run_pk, job.train.metrics_flush_every, progress, run_dir)
     with _failure_recorded(runtime, run_id, recorder):
-        fit_micro_batch(job.train, processes)  # refuse a bad count before spawning
-        _execute(job, job_path, processes, job.train.launcher, recorder)
+        fit_micro_batch(job.train, _world(processes, job.train.hostfile))  # refuse a bad count before spawning
+        _execute(job, job_path, processes, recorder)
         runtime.artifacts.put_file(f"runs/{run_id}/events.jsonl", run_dir / "events.jsonl")
         label, checkpoint_key = _finish(runtime, run_id, run_pk, base_id, recorder, job, resumed_key)
     return TrainResult(run_id, "succeeded", label, str(run_dir), checkpoint_key,

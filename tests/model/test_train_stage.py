@@ -1,6 +1,7 @@
 """The training stage end to end on a real workspace (SQLite + local artifact store) and the CLI."""
 
 import json
+import socket
 
 import pytest
 from helpers import pattern_windows, write_dataset
@@ -163,6 +164,37 @@ def test_cli_train_export_and_import(rt, tmp_path, monkeypatch):
 
     out = runner.invoke(app, ["train", "--from", str(tmp_path / "missing")])
     assert out.exit_code != 0
+
+
+@pytest.mark.slow
+def test_a_hostfile_naming_this_machine_trains_through_the_deepspeed_launcher(tmp_path):
+    """DeepSpeed's runner with ``--hostfile`` (one local host: its local path, no ssh or pdsh); the launcher's
+    own lines reach the progress stream as ``log`` events, as they reach the flow's logs. The host is named
+    as the machine calls itself, so DeepSpeed's world (keyed by the hostfile's name) shows it read the file."""
+    host = socket.gethostname()
+    (tmp_path / "hostfile").write_text(f"# this machine only\n{host} slots=2\n")
+    runtime = workspace_with_two_datasets(tmp_path, micro_batch=2, launcher="deepspeed",
+                                          hostfile=str(tmp_path / "hostfile"))
+    seen = []
+    result = run_training(runtime, source="scratch", processes=2, progress=seen.append)
+    assert result.status == "succeeded" and result.model_version == "lmforge:v1"
+    assert next(e for e in seen if e["type"] == "start")["world_size"] == 2
+    launcher_lines = [e["line"] for e in seen if e["type"] == "log"]
+    assert any(f"WORLD INFO DICT: {{'{host}': [0, 1]}}" in line for line in launcher_lines), launcher_lines[:20]
+    runtime.metadata.dispose()
+
+
+def test_a_bad_hostfile_fails_the_run_naming_the_line_before_any_process_starts(tmp_path):
+    (tmp_path / "hostfile").write_text("localhost slots=2\nworker-1 slots=two\n")
+    runtime = workspace_with_two_datasets(tmp_path, micro_batch=2, launcher="deepspeed",
+                                          hostfile=str(tmp_path / "hostfile"))
+    with pytest.raises(TrainingError, match=r"hostfile:2: 'worker-1 slots=two' is not 'HOST slots=N'"):
+        run_training(runtime, source="scratch", processes=2)
+    with runtime.metadata.session() as session:
+        (run,) = repo.list_runs(session)
+        assert run.status == RunStatus.FAILED and "worker-1 slots=two" in run.error
+    assert not list((runtime.settings.workspace / "runs").glob("*/train-*.log"))  # nothing was launched
+    runtime.metadata.dispose()
 
 
 @pytest.mark.slow

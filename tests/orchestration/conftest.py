@@ -80,19 +80,31 @@ def tiny_night(workspace: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def night_config(tmp_path: Path) -> Callable[..., Path]:
-    """Write an lmforge.toml for a tiny night in its own workspace; keyword sections override the defaults."""
+def config_writer(folder: Path) -> Callable[..., Path]:
+    """``write(**overrides)``: an lmforge.toml for a tiny night in a workspace of its own under ``folder``;
+    keyword sections override the defaults."""
     counter = iter(range(1000))
 
     def write(**overrides: Any) -> Path:
         n = next(counter)
-        data = _merge(tiny_night(tmp_path / f"ws{n}"), overrides)
-        path = tmp_path / f"lmforge-{n}.toml"
+        data = _merge(tiny_night(folder / f"ws{n}"), overrides)
+        path = folder / f"lmforge-{n}.toml"
         path.write_text(_toml(data))
         return path
 
     return write
+
+
+@pytest.fixture
+def night_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write an lmforge.toml for a tiny night in its own workspace (see :func:`config_writer`)."""
+    return config_writer(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_night_config(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """:func:`night_config` for module-scoped fixtures (a deployment and its worker shared by a module)."""
+    return config_writer(tmp_path_factory.mktemp("configs"))
 
 
 @pytest.fixture

@@ -7,8 +7,11 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import resume_flow_run
 
 from flows.nightly import nightly_retrain
 from lmforge_core.metadata import repository as repo
@@ -120,7 +123,7 @@ def test_a_night_suspended_for_review_and_rejected_publishes_nothing(
     thread.join(timeout=600)
 
     night = out["state"].result()
-    assert night["status"] == "review_rejected"
+    assert night["status"] == "review_rejected" and night["review"]["recorded_by_flow"] is False
     assert (night["review"]["decision"], night["review"]["reviewer"]) == ("reject", "alice")
     assert not repository_path(rt).exists() or not any(repository_path(rt).rglob("*.onnx"))
     with rt.metadata.session() as session:
@@ -146,4 +149,45 @@ def test_a_review_nobody_gives_applies_the_configured_default_and_records_it(
         (review,) = repo.reviews_for(session, request.model_version_id)
         assert review.reviewer == "lmforge:timeout" and "configured default (reject)" in review.comment
         assert [e.action for e in reviews.audit_events(session)][:2] == ["review.timeout.reject", "review.requested"]
+        assert session.query(Deployment).count() == 0
+
+
+def _paused(flow_run_id: str, thread: threading.Thread, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline and thread.is_alive():
+            if client.read_flow_run(UUID(flow_run_id)).state.is_paused():
+                return
+            time.sleep(0.5)
+    raise AssertionError(f"flow run {flow_run_id} never paused")
+
+
+def test_a_decision_given_through_prefect_itself_is_recorded_by_the_flow(
+        prefect_harness, night_config, open_config, prose_source) -> None:
+    """What Prefect's UI does on "Resume": `resume_flow_run` with the run input. No face recorded anything,
+    so the flow records the review (source prefect) once; an input the store would refuse is refused at the
+    resume already, and the run keeps waiting."""
+    config = night_config(orchestration={"review": {"required": True, "timeout_s": 900, "poll_interval_s": 1}})
+    rt = open_config(config)
+    thread, out = _night_in_thread(config, prose_source())
+    request = _pending_request(rt, thread)
+    _paused(request.flow_run_id, thread)
+
+    with pytest.raises(RuntimeError, match="Cannot resume this run"):
+        resume_flow_run(UUID(request.flow_run_id), run_input={"decision": "reject", "reviewer": "  "})
+    resume_flow_run(UUID(request.flow_run_id),
+                    run_input={"decision": "reject", "reviewer": "carol", "comment": "off-topic samples"})
+    thread.join(timeout=600)
+
+    night = out["state"].result()
+    assert night["status"] == "review_rejected" and night["review"]["recorded_by_flow"] is True
+    with rt.metadata.session() as session:
+        (review,) = repo.reviews_for(session, request.model_version_id)
+        assert (review.reviewer, review.decision, review.comment) == ("carol", ReviewDecision.REJECT,
+                                                                      "off-topic samples")
+        resolved = session.get(ReviewRequest, request.id)
+        assert (resolved.status, resolved.review_id) == (ReviewRequestStatus.REJECTED, review.id)
+        assert session.get(ModelVersion, request.model_version_id).status is ModelStatus.REJECTED
+        (audit,) = [e for e in reviews.audit_events(session) if e.action.startswith("review.reject")]
+        assert (audit.actor, audit.source, audit.details["request_id"]) == ("carol", "prefect", request.id)
         assert session.query(Deployment).count() == 0

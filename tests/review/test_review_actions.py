@@ -177,6 +177,55 @@ def test_approval_resumes_the_paused_flow_run_with_the_review(tmp_path: Path, pr
     rt.metadata.dispose()
 
 
+@pytest.mark.slow
+def test_a_decision_given_before_the_run_reaches_its_pause_still_resumes_it(
+        tmp_path: Path, prefect_harness: None) -> None:
+    """The request is open (a reviewer sees it) a moment before the run pauses; a decision in between waits
+    for the pause instead of failing to resume a running run (which would then wait for nobody)."""
+    from prefect import flow
+    from prefect.context import get_run_context
+    from prefect.flow_runs import pause_flow_run
+
+    from tasks.review.run_input import ReviewInput
+
+    started: dict[str, str] = {}
+    result: dict[str, object] = {}
+
+    @flow
+    def asks_then_pauses() -> str:
+        started["id"] = str(get_run_context().flow_run.id)
+        time.sleep(3)  # between opening the request and pausing
+        return pause_flow_run(wait_for_input=ReviewInput, timeout=90, poll_interval=1).reviewer
+
+    thread = threading.Thread(target=lambda: result.setdefault("value", asks_then_pauses()), daemon=True)
+    thread.start()
+    rt = open_runtime(load_settings(workspace=tmp_path / "ws"))
+    deadline = time.monotonic() + 60
+    while "id" not in started and time.monotonic() < deadline:
+        time.sleep(0.1)
+    add_model(rt, GateVerdict.NEEDS_REVIEW, request=True, flow_run_id=started["id"])
+    outcome = apply_review(rt, model_ref="v1", decision=APPROVE, reviewer="ada", comment="", source="cli")
+    thread.join(timeout=60)
+    assert outcome.resumed is True, outcome.resume_error
+    assert result["value"] == "ada"
+    rt.metadata.dispose()
+
+
+def test_a_wait_that_times_out_after_a_decision_was_recorded_keeps_that_decision(rt: Runtime) -> None:
+    """The decision is in the store but never reached the run (its resume failed): when the wait ends, the
+    run takes that decision, not the configured default."""
+    from tasks.review.waiting import record_timeout
+
+    label = add_model(rt, GateVerdict.NEEDS_REVIEW, request=True)
+    request_id = _request_id(rt, label)
+    apply_review(rt, model_ref=label, decision=APPROVE, reviewer="ada", comment="fine", source="cli")
+    assert record_timeout(rt, request_id, "reject", 60) == {"decision": "approve", "reviewer": "ada",
+                                                            "comment": "fine"}
+    with rt.metadata.session() as s:
+        assert [r.reviewer for r in repo.reviews_for(s, 1)] == ["ada"]
+        assert s.get(reviews.ReviewRequest, request_id).status is ReviewRequestStatus.APPROVED
+
+
 def _wait_until_paused(started: dict[str, str]) -> None:
     from uuid import UUID
 
