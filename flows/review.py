@@ -9,6 +9,11 @@ A run on Prefect's temporary local API (``lmforge nightly`` with no ``PREFECT_AP
 another process, so no one could resume it: it waits on the metadata store instead, where the dashboard and
 ``lmforge review`` record the decision (``decision_in_store``), polling every ``poll_interval_s``.
 
+A suspended run has no process to time out in: before it suspends it schedules a run of the
+``review-deadline`` deployment at its deadline, which applies the configured default if nobody has decided
+and resumes it; the suspension itself lasts ``DEADLINE_GRACE_S`` longer, so the run is still there to resume.
+Without that deployment the run says so, and times out unresumed (Prefect fails it).
+
 Whichever way the decision arrives, the flow then makes sure it is in the store: the CLI and the dashboard
 record before they resume; a resume through Prefect's UI or API records nothing, so the flow records it
 (``record_received_review``, source ``prefect``), once.
@@ -17,18 +22,30 @@ record before they resume; a resume through Prefect's UI or API records nothing,
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import FlowPauseTimeout
+from prefect.deployments import run_deployment
+from prefect.exceptions import FlowPauseTimeout, ObjectNotFound
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.runtime import deployment, flow_run
 from prefect.settings import PREFECT_API_URL
 
+from flows.support import open_flow_runtime
 from lmforge_core.runtime import Runtime
 from tasks.review.run_input import ReviewInput
-from tasks.review.waiting import decision_in_store, open_request, record_received_review, record_timeout
+from tasks.review.waiting import (
+    apply_default_at_deadline,
+    decision_in_store,
+    open_request,
+    record_received_review,
+    record_timeout,
+)
+
+DEADLINE_DEPLOYMENT = "review-deadline/review-deadline"
+DEADLINE_GRACE_S = 600  # the suspension outlasts the deadline run's start (a worker's poll, a process start)
 
 open_request_task = task(open_request, name="open-review-request", cache_policy=NO_CACHE, retries=2,
                          retry_delay_seconds=[2, 8])
@@ -36,6 +53,38 @@ record_received_task = task(record_received_review, name="record-review-decision
                             retries=2, retry_delay_seconds=[2, 8])
 record_timeout_task = task(record_timeout, name="review-timeout-default", cache_policy=NO_CACHE, retries=2,
                            retry_delay_seconds=[2, 8])
+deadline_default_task = task(apply_default_at_deadline, name="review-deadline-default", cache_policy=NO_CACHE,
+                             retries=2, retry_delay_seconds=[2, 8])
+
+
+@flow(name="review-deadline")
+def review_deadline(request_id: int, config: str | None = None) -> dict[str, str] | None:
+    """At a suspended run's review deadline: the configured default, unless somebody decided first."""
+    rt = open_flow_runtime(config)
+    try:
+        cfg = rt.settings.orchestration.review
+        decided = deadline_default_task(rt, request_id, cfg.default, cfg.timeout_s)
+        get_run_logger().info("review request %d: %s", request_id,
+                              "decided before its deadline" if decided is None else f"default {decided['decision']}")
+        return decided
+    finally:
+        rt.metadata.dispose()
+
+
+def _schedule_deadline(rt: Runtime, request_id: int, timeout_s: int) -> bool:
+    """One run of the deadline deployment at the deadline (the idempotency key keeps a resumed run, which
+    passes here again, from scheduling a second). False when the deployment is not registered."""
+    config = str(rt.settings.config_file) if rt.settings.config_file else None
+    try:
+        run_deployment(DEADLINE_DEPLOYMENT, parameters={"request_id": request_id, "config": config}, timeout=0,
+                       scheduled_time=datetime.now(UTC) + timedelta(seconds=timeout_s), as_subflow=False,
+                       idempotency_key=f"review-deadline-{request_id}")
+    except ObjectNotFound:
+        get_run_logger().warning("no %s deployment (`lmforge deploy` registers it): if nobody decides, this run "
+                                 "times out suspended and the default (%s) is not applied", DEADLINE_DEPLOYMENT,
+                                 rt.settings.orchestration.review.default)
+        return False
+    return True
 
 
 def _wait_in_store(rt: Runtime, request_id: int, timeout_s: int, poll_s: int) -> ReviewInput:
@@ -51,7 +100,8 @@ def _wait_in_store(rt: Runtime, request_id: int, timeout_s: int, poll_s: int) ->
 def _wait(rt: Runtime, request_id: int, timeout_s: int, poll_s: int) -> ReviewInput:
     key = f"review-{request_id}"
     if deployment.id is not None:
-        return suspend_flow_run(wait_for_input=ReviewInput, timeout=timeout_s, key=key)
+        grace = DEADLINE_GRACE_S if _schedule_deadline(rt, request_id, timeout_s) else 0
+        return suspend_flow_run(wait_for_input=ReviewInput, timeout=timeout_s + grace, key=key)
     if not PREFECT_API_URL.value():
         return _wait_in_store(rt, request_id, timeout_s, poll_s)
     return pause_flow_run(wait_for_input=ReviewInput, timeout=timeout_s, poll_interval=poll_s, key=key)

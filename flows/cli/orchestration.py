@@ -17,7 +17,7 @@ from flows.cli.evaluate import gate_table
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 # deployments of prefect.yaml on the local process pool; the Kubernetes ones need the Terraform pools.
-PROCESS_DEPLOYMENTS = ("nightly", "ingest", "evaluate", "publish")
+PROCESS_DEPLOYMENTS = ("nightly", "ingest", "evaluate", "publish", "review-deadline")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 SourceOption = Annotated[str | None, typer.Option("--source", help="source URI (default: the next sample drop)")]

@@ -100,3 +100,22 @@ def record_received_review(runtime: Runtime, request_id: int, decision: str, rev
         record_decision(session, model, decision=ReviewDecision(decision), reviewer=reviewer, comment=comment,
                         source="prefect", request=request)
     return True
+
+
+def apply_default_at_deadline(runtime: Runtime, request_id: int, default: str, timeout_s: int) -> dict[str, str] | None:
+    """The deadline of a suspended run's review: its process is gone, so nothing in it can time out. If the
+    request is still pending, the configured default is recorded (as :func:`record_timeout` does) and the run
+    is resumed with it. Returns the decision, or None when somebody decided first."""
+    from tasks.review.run_input import ReviewInput, resume_with_review  # Prefect only when a run waits
+
+    with runtime.metadata.session() as session:
+        request = session.get(ReviewRequest, request_id)
+        if request is None:
+            raise ValueError(f"review request {request_id} does not exist")
+        if request.status is not ReviewRequestStatus.PENDING:
+            return None
+        flow_run_id = request.flow_run_id
+    decided = record_timeout(runtime, request_id, default, timeout_s)
+    if flow_run_id:
+        resume_with_review(flow_run_id, ReviewInput(**decided))
+    return decided

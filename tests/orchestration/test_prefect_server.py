@@ -152,7 +152,7 @@ def _pending_request(rt: Runtime, flow_run_id: str) -> tuple[int, int, str]:
 
 def test_a_deployed_night_suspends_for_review_and_the_cli_approval_resumes_and_publishes_it(
         nightly, open_config, prose_source) -> None:
-    assert nightly.deployed["deployments"] == ["nightly", "ingest", "evaluate", "publish"]
+    assert nightly.deployed["deployments"] == ["nightly", "ingest", "evaluate", "publish", "review-deadline"]
     deployment = api(nightly.api_url, f"/deployments/name/{NIGHTLY}")
     (schedule,) = deployment["schedules"]
     assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("0 2 * * *", "Europe/Berlin")
@@ -205,3 +205,30 @@ def test_a_deployed_night_rejected_with_the_cli_publishes_nothing(nightly, open_
         assert session.query(Deployment).count() == deployments
         assert session.get(ReviewRequest, request_id).status is ReviewRequestStatus.REJECTED
         assert session.get(ModelVersion, model_id).status is ModelStatus.REJECTED
+
+
+def test_a_deployed_night_nobody_reviews_gets_the_configured_default_at_its_deadline_and_publishes(
+        nightly, module_night_config, open_config, prose_source) -> None:
+    # a suspended run has no process to time out in: the review-deadline run it scheduled applies the default
+    config = module_night_config(orchestration={"timezone": "Europe/Berlin", "review": {
+        "required": True, "timeout_s": 15, "default": "approve"}})
+    deployment = api(nightly.api_url, f"/deployments/name/{NIGHTLY}")
+    night = api(nightly.api_url, f"/deployments/{deployment['id']}/create_flow_run", {
+        "parameters": {"source": prose_source("unreviewed", start=900), "config": str(config)}})
+    night["flow_run_id"] = night["id"]
+    nightly.suspended(night["flow_run_id"])
+    nightly.completed(night["flow_run_id"])
+
+    rt = open_config(config)
+    with rt.metadata.session() as session:
+        (request,) = session.query(ReviewRequest).all()
+        assert request.flow_run_id == night["flow_run_id"] and request.status is ReviewRequestStatus.TIMED_OUT
+        (review,) = repo.reviews_for(session, request.model_version_id)
+        assert (review.reviewer, review.decision.value) == ("lmforge:timeout", "approve")
+        assert "within 15 s" in review.comment
+        assert [d.model_version_id for d in session.query(Deployment)] == [request.model_version_id]
+        actions = [e.action for e in reviews.audit_events(session)]
+        assert actions.count("review.timeout.approve") == 1 and "review.approve" not in actions  # recorded once
+    runs = api(nightly.api_url, "/flow_runs/filter", {"flow_runs": {"idempotency_key": {
+        "any_": [f"review-deadline-{request.id}"]}}})
+    assert [r["state"]["type"] for r in runs] == ["COMPLETED"]  # one deadline run, though the night ran twice
