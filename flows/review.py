@@ -71,6 +71,12 @@ def review_deadline(request_id: int, config: str | None = None) -> dict[str, str
         rt.metadata.dispose()
 
 
+def deadline_key(flow_run_id: str, request_id: int) -> str:
+    """The deadline run's idempotency key: request ids are per metadata store, and one Prefect server may serve
+    several stores, so the waiting run's id is part of it."""
+    return f"review-deadline/{flow_run_id}/{request_id}"
+
+
 def _schedule_deadline(rt: Runtime, request_id: int, timeout_s: int) -> bool:
     """One run of the deadline deployment at the deadline (the idempotency key keeps a resumed run, which
     passes here again, from scheduling a second). False when the deployment is not registered."""
@@ -78,7 +84,7 @@ def _schedule_deadline(rt: Runtime, request_id: int, timeout_s: int) -> bool:
     try:
         run_deployment(DEADLINE_DEPLOYMENT, parameters={"request_id": request_id, "config": config}, timeout=0,
                        scheduled_time=datetime.now(UTC) + timedelta(seconds=timeout_s), as_subflow=False,
-                       idempotency_key=f"review-deadline-{request_id}")
+                       idempotency_key=deadline_key(str(flow_run.id), request_id))
     except ObjectNotFound:
         get_run_logger().warning("no %s deployment (`lmforge deploy` registers it): if nobody decides, this run "
                                  "times out suspended and the default (%s) is not applied", DEADLINE_DEPLOYMENT,

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from prefect_api import PROJECT, TERMINAL, api, cli, task_names, wait_state
 
+from flows.review import deadline_key
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata import review_repository as reviews
 from lmforge_core.metadata.models import (
@@ -230,5 +231,5 @@ def test_a_deployed_night_nobody_reviews_gets_the_configured_default_at_its_dead
         actions = [e.action for e in reviews.audit_events(session)]
         assert actions.count("review.timeout.approve") == 1 and "review.approve" not in actions  # recorded once
     runs = api(nightly.api_url, "/flow_runs/filter", {"flow_runs": {"idempotency_key": {
-        "any_": [f"review-deadline-{request.id}"]}}})
+        "any_": [deadline_key(night["flow_run_id"], request.id)]}}})
     assert [r["state"]["type"] for r in runs] == ["COMPLETED"]  # one deadline run, though the night ran twice
