@@ -137,6 +137,7 @@ class ContinuousBatcher:
         self._active: list[_Slot] = []
         self._batch: tuple[list[int], np.ndarray] | None = None  # (member serials, mask of the last step)
         self._stop = threading.Event()
+        self._submitting = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="lmforge-batcher", daemon=True)
 
     def start(self) -> ContinuousBatcher:
@@ -144,7 +145,10 @@ class ContinuousBatcher:
         return self
 
     def close(self, timeout: float = 10.0) -> None:
-        self._stop.set()
+        """Stop the scheduler; every stream still open (running or queued) ends with an error response,
+        never silently: a client must not take a cut stream for a finished one."""
+        with self._submitting:
+            self._stop.set()
         self._thread.join(timeout)
 
     def validate(self, prompt: list[int], params: SamplingParams) -> None:
@@ -167,9 +171,10 @@ class ContinuousBatcher:
 
     def submit(self, request: GenerationRequest) -> None:
         self.validate(request.prompt, request.params)
-        if self._stop.is_set():
-            raise RequestError("the generate model is shutting down")
-        self._queue.put(request)
+        with self._submitting:  # no request slips into the queue after the scheduler drained it
+            if self._stop.is_set():
+                raise RequestError("the generate model is shutting down")
+            self._queue.put(request)
 
     # --- the scheduler thread ---------------------------------------------------------------------
 
@@ -185,8 +190,20 @@ class ContinuousBatcher:
                     self._finish(slot, "error", f"generation failed: {exc}")
                 self._active = []
             self._observe()
+        self._end_all_at_shutdown()
+
+    def _end_all_at_shutdown(self) -> None:
+        reason = "the model version is being unloaded (server shutting down or version switched)"
         for slot in self._active:
-            self._finish(slot, "cancelled", "the server is shutting down")
+            self._finish(slot, "error", f"{reason}; the stream was cut after {slot.out} tokens")
+        self._active = []
+        while True:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            self.stats.finished += 1
+            request.on_finish("error", f"{reason} before generation started")
 
     def _observe(self) -> None:
         if self._observer is None:

@@ -106,10 +106,16 @@ def verify_staged(staged: StagedVersion, options: ServingOptions, model: Transfo
 
 
 def _load_all(client: Any, order: tuple[str, ...], versions: list[int], timeout: float) -> None:
+    """Load ``order`` and wait until ``versions`` of each are ready. Every call has a deadline: a load
+    returns only once the versions it drops are unloaded, and an unload waits for their open streams."""
     for name in order:
-        client.load_model(name)
         deadline = time.monotonic() + timeout
-        while not all(client.is_model_ready(name, str(v)) for v in versions):
+        try:
+            client.load_model(name, client_timeout=timeout)
+        except Exception as exc:
+            raise ServingError(f"loading model {name} (versions {versions}) did not complete within {timeout:.0f}s: "
+                               f"{exc}") from exc
+        while not all(client.is_model_ready(name, str(v), client_timeout=10) for v in versions):
             if time.monotonic() > deadline:
                 raise ServingError(f"model {name} versions {versions} not ready after {timeout:.0f}s")
             time.sleep(0.2)

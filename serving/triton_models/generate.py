@@ -123,8 +123,8 @@ class _Responses:
             stream, item = self._queue.get()
             if item is self._STOP:
                 return
-            if stream.failed is not None:
-                continue
+            if stream.failed is not None and isinstance(item, int):
+                continue  # its final response is still sent: only that releases the request's response factory
             try:
                 if isinstance(item, int):
                     stream.sender.send(pb_utils.InferenceResponse(
@@ -135,7 +135,7 @@ class _Responses:
                     stream.sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generate: {item}")),
                                        flags=FINAL)
             except Exception as exc:  # the stream is gone: its slot is freed at its next token
-                stream.failed = exc
+                stream.failed = stream.failed or exc
 
 
 class GenerateModel:

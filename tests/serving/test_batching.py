@@ -140,3 +140,22 @@ def test_request_parameters_become_sampling_parameters():
         sampling_params({"top_k": 0.5}, 48)
     with pytest.raises(RequestError, match="must be a number"):
         sampling_params({"temperature": "hot"}, 48)
+
+
+def test_closing_ends_the_running_and_the_queued_streams_with_an_error_and_refuses_new_ones(setup):
+    tok, model, _, _ = setup
+    full = greedy_reference(model, tok.encode(TEXTS[0]), 40, tok.eos_id)
+    assert len(full) > 3  # the stream surely still runs when the batcher closes
+    b = batcher(setup, slots=1, delay=0.02)
+    running, queued = Collector(), Collector()
+    b.submit(running.request(tok.encode(TEXTS[0]), max_new_tokens=40, temperature=0.0))
+    b.submit(queued.request(tok.encode(TEXTS[1]), max_new_tokens=5, temperature=0.0))
+    deadline = time.monotonic() + 30
+    while not running.tokens and time.monotonic() < deadline:
+        time.sleep(0.01)
+    b.close()
+    assert running.done.is_set() and queued.done.is_set()
+    assert running.reason[0] == "error" and "cut after" in running.reason[1] and 0 < len(running.tokens) < len(full)
+    assert queued.reason[0] == "error" and "before generation started" in queued.reason[1] and queued.tokens == []
+    with pytest.raises(RequestError, match="shutting down"):
+        b.submit(Collector().request(tok.encode(TEXTS[1]), max_new_tokens=5, temperature=0.0))
