@@ -80,9 +80,9 @@ def trained(tmp_path, tokenizer, skewed: bool):
     root = tmp_path / ("skewed" if skewed else "balanced")
     write_dataset(root / "data", "ds-000002", windows, pad_id=tokenizer.pad_id)
     init_single_process()
-    train(make_spec(root / "run", root / "data", replay=False, steps=80, global_batch=16, micro_batch=16,
-                    lr=1e-2, warmup_steps=10, checkpoint_every=80))
-    return load_model(root / "run" / "checkpoints" / "step-000080" / "weights").eval()
+    train(make_spec(root / "run", root / "data", replay=False, steps=240, global_batch=16, micro_batch=16,
+                    lr=1e-2, warmup_steps=10, checkpoint_every=240))
+    return load_model(root / "run" / "checkpoints" / "step-000240" / "weights").eval()
 
 
 @pytest.fixture(scope="module")
