@@ -8,8 +8,7 @@ import time
 import httpx
 import pytest
 import uvicorn
-from conftest import PROMPTS
-from serving_helpers import greedy_reference
+from serving_helpers import PROMPTS, greedy_reference
 
 from serving.openai_api import Backend, ChatMessage, chat_prompt, create_app
 from serving.triton_server import free_port

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
-from conftest import PROMPTS, make_workspace
-from serving_helpers import PROJECT_SOURCE, greedy_reference, tiny_model, tiny_tokenizer
+from serving_helpers import PROJECT_SOURCE, PROMPTS, greedy_reference, make_workspace, tiny_model, tiny_tokenizer
 
 from lmforge_core.artifacts.s3 import S3ArtifactStore
 from lmforge_core.metadata import repository as repo

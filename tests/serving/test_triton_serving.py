@@ -13,8 +13,7 @@ import time
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from conftest import PROMPTS, gate, make_workspace, register
-from serving_helpers import greedy_reference, tiny_model
+from serving_helpers import PROMPTS, gate, greedy_reference, make_workspace, register, tiny_model
 from typer.testing import CliRunner
 
 from flows.cli import app
