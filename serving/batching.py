@@ -202,8 +202,7 @@ class ContinuousBatcher:
                 request = self._queue.get_nowait()
             except queue.Empty:
                 return
-            self.stats.finished += 1
-            request.on_finish("error", f"{reason} before generation started")
+            self._end(request, "error", f"{reason} before generation started")
 
     def _observe(self) -> None:
         if self._observer is None:
@@ -368,9 +367,12 @@ class ContinuousBatcher:
 
     def _finish(self, slot: _Slot, reason: str, error: str | None) -> None:
         slot.pending = -1
+        self._end(slot.request, reason, error)
+
+    def _end(self, request: GenerationRequest, reason: str, error: str | None) -> None:
         self.stats.finished += 1
         try:
-            slot.request.on_finish(reason, error)
+            request.on_finish(reason, error)
         except Exception:  # the stream is gone; nothing left to tell it
             log.debug("finishing a stream failed", exc_info=True)
 

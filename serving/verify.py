@@ -113,7 +113,7 @@ def _load_all(client: Any, order: tuple[str, ...], versions: list[int], timeout:
         try:
             client.load_model(name, client_timeout=timeout)
         except Exception as exc:
-            raise ServingError(f"loading model {name} (versions {versions}) did not complete within {timeout:.0f}s: "
+            raise ServingError(f"loading model {name} (versions {versions}) failed or did not complete within {timeout:.0f}s: "
                                f"{exc}") from exc
         while not all(client.is_model_ready(name, str(v), client_timeout=10) for v in versions):
             if time.monotonic() > deadline:
