@@ -93,6 +93,8 @@ class ModelConfig:
 
 
 NAMED_CONFIGS: dict[str, ModelConfig] = {
+    # studies that train dozens of models on 2 CPU cores (the continual-learning study): 0.69M parameters.
+    "micro": ModelConfig(vocab_size=1024, dim=128, n_layers=2, n_heads=4, ffn_hidden=384, context=128),
     # CPU demo: trains at a useful speed on 2 cores in fp32.
     "tiny": ModelConfig(vocab_size=8192, dim=256, n_layers=4, n_heads=4, context=256),
     # ~20M parameters: the second benchmark shape.

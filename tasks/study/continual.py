@@ -8,6 +8,8 @@ Arms (each with its own model name in one study workspace, so each has its own l
   re-decay (``rewarm_*``), the platform's default;
 - ``replay_reg``: ``replay`` plus an L2 or EWC pull towards the previous model;
 - ``replay_drift``: ``replay`` with the drift replay planner (tasks/train/replay_plan.py);
+- ``replay_at_NN``: ``replay`` at a fixed replay fraction of NN% (the sweep the drift planner is judged
+  against: it has to beat the best fixed fraction, not only the configured one);
 - ``scratch_all``: from scratch on all data so far (day d: d budgets, the earlier days replayed evenly),
   the upper reference.
 Day 1 is the same for every arm (scratch on day 1); it is trained once per seed and registered under
@@ -33,37 +35,12 @@ from model.configs import get_config
 from model.registry import load_model_version
 from tasks.evaluate.perplexity import perplexities
 from tasks.ingest.pipeline import run_ingest
+from tasks.study.config import SWEEP_PREFIX, StudyConfig, StudyError
 from tasks.train.run import run_training
 
-ARMS = ("naive", "replay", "replay_reg", "replay_drift", "scratch_all")
 DAY_ONE_ARM = "replay"  # day 1 (scratch on day 1's data) runs with the platform's default settings
 _DROP = re.compile(r"^day-(\d{2,})-")
 Emit = Callable[..., None]
-
-
-class StudyError(ValueError):
-    """The study cannot run on this input; the message says why."""
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    days: int = 4
-    network: str = "tiny"
-    tokens_per_day: int = 65_536
-    seeds: tuple[int, ...] = (1, 2, 3)
-    regularization: str = "ewc"
-    lr: float = 1e-3
-    max_eval_windows: int = 64
-
-    def validate(self) -> None:
-        if self.days < 2:
-            raise StudyError(f"--days must be at least 2 (a day to learn and one to forget it); got {self.days}")
-        if not self.seeds:
-            raise StudyError("at least one seed is needed")
-        if self.regularization not in ("l2", "ewc"):
-            raise StudyError(f"regularization must be l2 or ewc, not {self.regularization!r}")
-        if self.tokens_per_day <= 0:
-            raise StudyError(f"--tokens-per-day must be positive; got {self.tokens_per_day}")
 
 
 @dataclass
@@ -72,6 +49,7 @@ class StudyData:
     datasets: list[str]
     tokenizer: str | None
     steps_per_day: int
+    arms: tuple[str, ...]
     drift: list[float | None] = field(default_factory=list)
 
 
@@ -85,18 +63,32 @@ def day_drops(source: Path, days: int) -> list[Path]:
     return [p for _, p in drops[:days]]
 
 
-def _settings(base: Settings, workspace: Path, model_name: str, train: dict[str, Any]) -> Settings:
+def study_data_settings(base: Settings, network: str) -> dict[str, Any]:
+    """The data settings of a study on ``network``: the tokenizer's vocabulary and the training windows
+    follow the network's shape (a 1,024-token network gets a 1,024-token tokenizer and 129-token windows)."""
+    shape = get_config(network)
+    tokenizer = base.data.tokenizer.model_copy(update={"vocab_size": shape.vocab_size})
+    return base.data.model_copy(update={"tokenizer": tokenizer, "window": shape.context + 1}).model_dump()
+
+
+def _settings(base: Settings, workspace: Path, cfg: StudyConfig, model_name: str, train: dict[str, Any]) -> Settings:
     """The study's own embedded stores, whatever database or bucket the platform's settings name."""
     return load_settings(workspace=workspace, database_url=f"sqlite:///{workspace / 'metadata.db'}",
-                         artifact_uri=str(workspace / "artifacts"), model_name=model_name, data=base.data,
-                         train=base.train.model_copy(update=train))
+                         artifact_uri=str(workspace / "artifacts"), model_name=model_name,
+                         data=study_data_settings(base, cfg.network), train=base.train.model_copy(update=train))
 
 
 def _arm_train(cfg: StudyConfig, arm: str, seed: int, day: int, data: StudyData) -> tuple[dict[str, Any], int, str]:
-    """(train overrides, steps, starting point) of ``arm`` on ``day`` (1-based)."""
-    common: dict[str, Any] = {"seed": seed * 1000 + day, "lr": cfg.lr, "network": cfg.network,
-                              "checkpoint_every": 10**6, "replay_planner": "fixed", "regularization": "none"}
+    """(train overrides, steps, starting point) of ``arm`` on ``day`` (1-based). Warm-up and re-warm take
+    1/25 of a day's steps, whatever the budget."""
     steps = data.steps_per_day
+    warm = max(1, steps // 25)
+    common: dict[str, Any] = {"seed": seed * 1000 + day, "lr": cfg.lr, "network": cfg.network,
+                              "global_batch": cfg.batch, "micro_batch": cfg.batch, "warmup_steps": warm,
+                              "rewarm_steps": warm, "checkpoint_every": 10**6, "replay_planner": "fixed",
+                              "regularization": "none"}
+    if arm.startswith(SWEEP_PREFIX):
+        return common | {"replay_fraction": int(arm[len(SWEEP_PREFIX):]) / 100}, steps, "production"
     if arm == "naive":
         # rewarm peak = min_lr_ratio and a flat floor: the previous run's final learning rate, held.
         return common | {"replay_fraction": 0.0, "rewarm_steps": 0, "rewarm_lr_ratio": 0.1,
@@ -121,9 +113,9 @@ def ingest_days(runtime: Runtime, drops: list[Path], cfg: StudyConfig, emit: Emi
         drift.append(result.figures.get("token_jsd"))
         tokenizer = tokenizer or result.tokenizer_version
         emit("ingested", drop=drop.name, dataset=result.dataset_version, token_jsd=drift[-1])
-    window = get_config(cfg.network).context
-    steps = max(1, cfg.tokens_per_day // (runtime.settings.train.global_batch * window))
-    return StudyData([d.name for d in drops], datasets, tokenizer, steps, drift)
+    steps = max(1, cfg.tokens_per_day // (cfg.batch * get_config(cfg.network).context))
+    arms = cfg.arms(runtime.settings.train.replay_fraction)
+    return StudyData([d.name for d in drops], datasets, tokenizer, steps, arms, drift)
 
 
 def _promote(runtime: Runtime, model_version: str) -> None:
@@ -157,10 +149,10 @@ def evaluate_model(runtime: Runtime, name: str, datasets: list[str], cfg: StudyC
 def _evaluate_day(base: Settings, workspace: Path, cfg: StudyConfig, names: dict[str, str], data: StudyData,
                   matrix: dict[str, list[list[float]]], shared: bool) -> None:
     """Append each arm's perplexities after this day (day 1's model is one model: scored once)."""
-    rt = open_runtime(_settings(base, workspace, names[DAY_ONE_ARM], {}))
+    rt = open_runtime(_settings(base, workspace, cfg, names[DAY_ONE_ARM], {}))
     try:
         row = evaluate_model(rt, names[DAY_ONE_ARM], data.datasets, cfg) if shared else None
-        for arm in ARMS:
+        for arm in data.arms:
             matrix[arm].append(row if row is not None else evaluate_model(rt, names[arm], data.datasets, cfg))
     finally:
         rt.metadata.dispose()
@@ -169,23 +161,25 @@ def _evaluate_day(base: Settings, workspace: Path, cfg: StudyConfig, names: dict
 def run_seed(base: Settings, workspace: Path, cfg: StudyConfig, seed: int, data: StudyData,
              emit: Emit) -> dict[str, list[list[float]]]:
     """``{arm: [perplexities on every day after day 1, after day 2, ...]}`` for one seed."""
-    names = {arm: f"{arm.replace('_', '-')}-s{seed}" for arm in ARMS}
-    matrix: dict[str, list[list[float]]] = {arm: [] for arm in ARMS}
+    names = {arm: f"{arm.replace('_', '-')}-s{seed}" for arm in data.arms}
+    matrix: dict[str, list[list[float]]] = {arm: [] for arm in data.arms}
     for day in range(1, cfg.days + 1):
-        for arm in ((DAY_ONE_ARM,) if day == 1 else ARMS):
+        for arm in ((DAY_ONE_ARM,) if day == 1 else data.arms):
             train, steps, start = _arm_train(cfg, arm, seed, day, data)
-            rt = open_runtime(_settings(base, workspace, names[arm], train))
+            rt = open_runtime(_settings(base, workspace, cfg, names[arm], train))
             try:
                 result = run_training(rt, dataset=data.datasets[day - 1], steps=steps, source=start)
-                assert result.model_version is not None
+                if result.model_version is None:
+                    raise StudyError(f"run {result.run_id} ({arm}, seed {seed}, day {day}) ended {result.status} "
+                                     "without a model version")
                 if day == 1:
-                    _share_day_one(rt, result.model_version, [names[a] for a in ARMS if a != DAY_ONE_ARM])
+                    _share_day_one(rt, result.model_version, [names[a] for a in data.arms if a != DAY_ONE_ARM])
                 _promote(rt, result.model_version)
                 emit("trained", seed=seed, day=day, arm=arm, model_version=result.model_version, steps=steps)
             finally:
                 rt.metadata.dispose()
         _evaluate_day(base, workspace, cfg, names, data, matrix, shared=day == 1)
-        emit("evaluated", seed=seed, day=day, perplexities={arm: matrix[arm][-1] for arm in ARMS})
+        emit("evaluated", seed=seed, day=day, perplexities={arm: matrix[arm][-1] for arm in data.arms})
     return matrix
 
 
@@ -194,12 +188,14 @@ def run_study(base: Settings, workspace: Path, source: Path, cfg: StudyConfig,
     """Ingest the drops, run every arm for every seed; the raw matrices and what the study ran on."""
     cfg.validate()
     drops = day_drops(source, cfg.days)
-    rt = open_runtime(_settings(base, workspace, "study", {}))
+    rt = open_runtime(_settings(base, workspace, cfg, "study", {}))
     try:
         data = ingest_days(rt, drops, cfg, emit)
     finally:
         rt.metadata.dispose()
     runs = {seed: run_seed(base, workspace, cfg, seed, data, emit) for seed in cfg.seeds}
-    return {"config": {**cfg.__dict__, "seeds": list(cfg.seeds), "steps_per_day": data.steps_per_day},
+    config = {**cfg.__dict__, "seeds": list(cfg.seeds), "fixed_fractions": list(cfg.fixed_fractions),
+              "steps_per_day": data.steps_per_day, "replay_fraction": rt.settings.train.replay_fraction}
+    return {"config": config, "arms": list(data.arms),
             "drops": data.drops, "datasets": data.datasets, "tokenizer": data.tokenizer, "drift": data.drift,
-            "perplexity": {arm: [runs[s][arm] for s in cfg.seeds] for arm in ARMS}}
+            "perplexity": {arm: [runs[s][arm] for s in cfg.seeds] for arm in data.arms}}

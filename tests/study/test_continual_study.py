@@ -15,11 +15,11 @@ from lmforge_core.metadata import repository as repo
 from lmforge_core.runtime import open_runtime
 from lmforge_core.settings import load_settings
 from tasks.ingest.sample import write_sample
-from tasks.study.continual import ARMS, StudyError, day_drops
+from tasks.study.config import BASE_ARMS, StudyConfig, StudyError
+from tasks.study.continual import day_drops
 from tasks.train.replay_plan import plan_replay
 
-TINY_RUN = {"LMFORGE_TRAIN__GLOBAL_BATCH": "2", "LMFORGE_TRAIN__MICRO_BATCH": "2",
-            "LMFORGE_TRAIN__WARMUP_STEPS": "1", "LMFORGE_TRAIN__REWARM_STEPS": "1", "LMFORGE_TRAIN__THREADS": "1"}
+TINY_RUN = {"LMFORGE_TRAIN__THREADS": "1"}
 
 
 def test_drift_planner_follows_the_measured_drift_within_its_bounds() -> None:
@@ -52,20 +52,22 @@ def test_the_whole_study_on_two_tiny_days(tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, ["study", "continual", "--source", str(source), "--days", "2",
-                                      "--tokens-per-day", "1024", "--seeds", "2", "--json"])
+                                      "--tokens-per-day", "1024", "--batch", "2", "--seeds", "2",
+                                      "--fixed-fraction", "0.5", "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["config"]["steps_per_day"] == 2 and report["config"]["seeds"] == [1, 2]
+    assert report["config"]["steps_per_day"] == 4 and report["config"]["seeds"] == [1, 2]  # 1024 / (2 x 128)
     assert report["drops"] == ["day-01-os-files", "day-02-networking-email"]
-    assert set(report["perplexity"]) == set(ARMS)
+    arms = [*BASE_ARMS, "replay_at_50"]
+    assert report["arms"] == arms and set(report["perplexity"]) == set(arms)
     for seeds in report["perplexity"].values():  # [seed][after day][on day]
         assert len(seeds) == 2 and all(len(days) == 2 and all(len(row) == 2 for row in days) for days in seeds)
         assert all(math.isfinite(p) and p > 1 for days in seeds for row in days for p in row)
     # day 1 is one model per seed, shared by every arm; day 2 differs between arms
     for seed in range(2):
-        day_one = {tuple(report["perplexity"][arm][seed][0]) for arm in ARMS}
+        day_one = {tuple(report["perplexity"][arm][seed][0]) for arm in arms}
         assert len(day_one) == 1
-        assert len({tuple(report["perplexity"][arm][seed][1]) for arm in ARMS}) > 1
+        assert len({tuple(report["perplexity"][arm][seed][1]) for arm in arms}) == len(arms)
     assert report["summary"]["replay"]["average_forgetting"][0] is None
     assert {t["verdict"] for t in report["targets"]} <= {"met", "missed", "within the spread (no claim)",
                                                            "not applicable: (a) does not forget"}
@@ -81,7 +83,14 @@ def test_the_whole_study_on_two_tiny_days(tmp_path: Path, monkeypatch: pytest.Mo
         with rt.metadata.session() as session:
             versions = repo.list_dataset_versions(session)
             assert len({v.tokenizer_id for v in versions}) == 1 and len(versions) == 2
-            plans = [run.config.get("replay_plan") for run in repo.list_runs(session, limit=100)]
+            runs = repo.list_runs(session, limit=100)
+            plans = [run.config.get("replay_plan") for run in runs]
+            windows = {run.config["job"]["model"]["context"] for run in runs}
+            vocab = {run.config["job"]["model"]["vocab_size"] for run in runs}
+        assert windows == {128} and max(vocab) <= 1024  # the micro network, its tokenizer sized to it
+        continued = [p for p in plans if p and p["drift"] is not None]  # scratch and day 1 measure no drift
+        swept = [p for p in continued if p["planner"] == "fixed" and p["replay_fraction"] == 0.5]
+        assert len(swept) == 2  # the sweep arm, one per seed
         drift_plans = [p for p in plans if p and p["planner"] == "drift"]
         assert len(drift_plans) == 2  # one per seed, day 2
         low, high = TrainConfig().replay_fraction_bounds
@@ -111,3 +120,25 @@ def test_the_forgetting_target_is_judged_only_where_the_naive_arm_forgets() -> N
     backward = targets(_summary(-0.18, -0.28))[0]
     assert backward["verdict"] == "not applicable: (a) does not forget"
     assert "improved under (a) by 18%" in backward["detail"]
+
+
+def test_the_drift_planner_is_judged_against_the_best_fixed_fraction() -> None:
+    from tasks.study.report import targets
+
+    summary = _summary(0.4, 0.1) | {"replay_at_50": _summary(0.4, 0.1)["replay"]}
+    summary["replay_at_50"] = summary["replay_at_50"] | {"average_perplexity": [_cell(80.0)]}
+    summary["replay_drift"] = summary["replay_drift"] | {"average_perplexity": [_cell(90.0)]}
+    claim = targets(summary)[-1]
+    assert claim["verdict"] == "missed"  # beats the configured fraction (100), not the best fixed one (80)
+    assert "the best of 2 fixed arms: (b) at fixed replay 50%" in claim["detail"]
+    summary["replay_drift"]["average_perplexity"] = [_cell(70.0)]
+    assert targets(summary)[-1]["verdict"] == "met"
+
+
+def test_the_sweep_leaves_out_the_configured_fraction_and_refuses_bad_ones() -> None:
+    cfg = StudyConfig(fixed_fractions=(0.1, 0.25, 0.5))
+    assert cfg.arms(0.25) == (*BASE_ARMS, "replay_at_10", "replay_at_50")
+    with pytest.raises(StudyError, match=r"fixed replay fraction must be in \[0, 1\); got \[1.5\]"):
+        StudyConfig(fixed_fractions=(0.1, 1.5)).validate()
+    with pytest.raises(ValueError, match="unknown model config 'huge'"):
+        StudyConfig(network="huge").validate()
