@@ -4,7 +4,8 @@
 - new-day perplexity: on day d's split;
 - forgetting of an earlier day j: relative rise of its perplexity from right after day j to after day d,
   averaged over j < d ("average forgetting");
-- average perplexity over the days so far (1..d).
+- average perplexity over the days so far (1..d);
+and after the last day, the forgetting of each earlier day on its own.
 Each figure is reported as mean and spread (sample standard deviation over seeds). A claim ("A better than
 B") is made only where the difference of the means exceeds the sum of the two spreads.
 """
@@ -59,6 +60,8 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         last = len(seeds[0]) - 1
         figures["final_perplexity_per_day"] = [_mean_spread([s[last][j] for s in seeds])
                                                for j in range(len(seeds[0][last]))]
+        figures["final_forgetting_per_day"] = [_mean_spread([(s[last][j] - s[j][j]) / s[j][j] for s in seeds])
+                                               for j in range(last)]
         out[arm] = figures
     return out
 
@@ -119,17 +122,38 @@ def markdown_table(summary: dict[str, Any], claims: list[dict[str, Any]]) -> str
     for arm, fig in summary.items():
         lines.append(f"| {arm_label(arm)} | {_fmt(fig['new_day_perplexity'][-1])} | "
                      f"{_fmt(fig['average_forgetting'][-1], pct=True)} | {_fmt(fig['average_perplexity'][-1])} |")
+    days = len(next(iter(summary.values()))["final_forgetting_per_day"])
+    lines += ["", "Forgetting of each earlier day after the last day (relative perplexity change since right after "
+              "that day):", "", "| arm | " + " | ".join(f"day {j + 1}" for j in range(days)) + " |",
+              "| --- |" + " --- |" * days]
+    lines += [f"| {arm_label(arm)} | " + " | ".join(_fmt(c, pct=True) for c in fig["final_forgetting_per_day"]) + " |"
+              for arm, fig in summary.items()]
     lines += ["", "| target | verdict | measured |", "| --- | --- | --- |"]
     lines += [f"| {c['target']} | {c['verdict']} | {c['detail']} |" for c in claims]
     return "\n".join(lines) + "\n"
 
 
+def _forgetting_bars(ax: Any, summary: dict[str, Any]) -> None:
+    """Grouped bars: each earlier day's forgetting after the last day, one bar per arm (mean, spread)."""
+    width = 0.8 / len(summary)
+    for i, (arm, figures) in enumerate(summary.items()):
+        cells = figures["final_forgetting_per_day"]
+        ax.bar([j + 1 + (i - (len(summary) - 1) / 2) * width for j in range(len(cells))],
+               [c["mean"] for c in cells], width, yerr=[c["spread"] for c in cells], capsize=2, label=arm_label(arm))
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_title("forgetting of each earlier day, after the last")
+    ax.set_xlabel("earlier day")
+    ax.grid(alpha=0.3, axis="y")
+
+
 def plot(summary: dict[str, Any], path: Path) -> Path:
-    """Three panels over the days: average forgetting, new-day perplexity, average perplexity so far."""
+    """Four panels: average forgetting, new-day perplexity and average perplexity so far over the days, and
+    each earlier day's forgetting after the last day."""
     panels = (("average_forgetting", "average forgetting (rel.)"), ("new_day_perplexity", "new-day perplexity"),
               ("average_perplexity", "average perplexity, days so far"))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, (name, title) in zip(axes, panels, strict=True):
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
+    _forgetting_bars(axes[3], summary)
+    for ax, (name, title) in zip(axes[:3], panels, strict=True):
         for arm, figures in summary.items():
             points = [(d + 1, c["mean"], c["spread"]) for d, c in enumerate(figures[name]) if c is not None]
             days, means, spreads = zip(*points, strict=True)

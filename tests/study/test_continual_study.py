@@ -142,3 +142,20 @@ def test_the_sweep_leaves_out_the_configured_fraction_and_refuses_bad_ones() -> 
         StudyConfig(fixed_fractions=(0.1, 1.5)).validate()
     with pytest.raises(ValueError, match="unknown model config 'huge'"):
         StudyConfig(network="huge").validate()
+
+
+def test_each_earlier_days_forgetting_after_the_last_day_is_reported(tmp_path: Path) -> None:
+    from tasks.study.report import markdown_table, plot, summarize, targets
+
+    # [seed][after day][on day]: day 1 rises from 10 to 15 (seed 1) or 12 (seed 2); day 2 falls from 20 to 18.
+    naive = [[[10.0, 50, 60], [12, 20, 60], [15, 18, 30]], [[10.0, 50, 60], [11, 20, 60], [12, 18, 30]]]
+    steady = [[[10.0, 50, 60], [10, 20, 60], [10, 20, 30]]] * 2
+    raw = {"perplexity": {"naive": naive, "replay": steady, "scratch_all": steady, "replay_drift": steady}}
+    summary = summarize(raw)
+    day_one, day_two = summary["naive"]["final_forgetting_per_day"]
+    assert day_one["mean"] == pytest.approx(0.35) and day_one["spread"] == pytest.approx(0.2121, abs=1e-4)
+    assert day_two["mean"] == pytest.approx(-0.10) and day_two["spread"] == pytest.approx(0.0)
+    assert summary["replay"]["final_forgetting_per_day"][0]["mean"] == 0.0
+    table = markdown_table(summary, targets(summary))
+    assert "| (a) naive | +35.0% ± 21.2% | -10.0% ± 0.0% |" in table
+    assert plot(summary, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
