@@ -159,3 +159,17 @@ def test_each_earlier_days_forgetting_after_the_last_day_is_reported(tmp_path: P
     table = markdown_table(summary, targets(summary))
     assert "| (a) naive | +35.0% ± 21.2% | -10.0% ± 0.0% |" in table
     assert plot(summary, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_bound_is_met_only_where_it_holds_at_the_spreads_worst() -> None:
+    from tasks.study.report import targets
+
+    def day_four(replay: dict[str, float], scratch: dict[str, float]) -> str:
+        summary = _summary(0.4, 0.1)
+        summary["replay"] = summary["replay"] | {"final_perplexity_per_day": [replay]}
+        summary["scratch_all"] = summary["scratch_all"] | {"final_perplexity_per_day": [scratch]}
+        return next(t for t in targets(summary) if t["target"] == "(b) within 5% of (d) on day 1")["verdict"]
+
+    assert day_four(_cell(14.32, 0.11), _cell(14.50, 0.47)) == "met"  # -1.2%, at worst +2.9%
+    assert day_four(_cell(18.0, 0.2), _cell(14.0, 0.2)) == "missed"  # +28.6%, at best +25%
+    assert day_four(_cell(14.7, 0.4), _cell(14.0, 0.4)) == "within the spread (no claim)"  # +5.0%, -0.7%..+11%
