@@ -10,6 +10,7 @@ model missing.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import tempfile
 import time
@@ -24,6 +25,8 @@ from serving.client import LMClient, ServingError
 from serving.triton_config import MODELS, ServingOptions
 from serving.triton_repository import ModelRepository, StagedVersion, scratch_repository
 from serving.triton_server import start_server, stop_pid
+
+log = logging.getLogger(__name__)
 
 
 class VerificationError(RuntimeError):
@@ -105,16 +108,31 @@ def verify_staged(staged: StagedVersion, options: ServingOptions, model: Transfo
     return report
 
 
+LOAD_ATTEMPTS = 3
+
+
+def _load(client: Any, name: str, versions: list[int], timeout: float) -> None:
+    """One model's load, retried where it failed without timing out. Triton 2.51's S3 filesystem once failed
+    one of two versions loading together with a garbled bucket name ("Could not get MetaData for bucket with
+    name \\u0007"; the same load of the same files then succeeds): a load is idempotent, a deadline is not retried."""
+    for attempt in range(1, LOAD_ATTEMPTS + 1):
+        try:
+            client.load_model(name, client_timeout=timeout)
+            return
+        except Exception as exc:
+            if attempt == LOAD_ATTEMPTS or "DEADLINE_EXCEEDED" in str(exc):
+                raise ServingError(f"loading model {name} (versions {versions}) failed or did not complete within "
+                                   f"{timeout:.0f}s (attempt {attempt} of {LOAD_ATTEMPTS}): {exc}") from exc
+            log.warning("loading model %s (versions %s) failed, retrying: %s", name, versions, exc)
+            time.sleep(attempt)
+
+
 def _load_all(client: Any, order: tuple[str, ...], versions: list[int], timeout: float) -> None:
     """Load ``order`` and wait until ``versions`` of each are ready. Every call has a deadline: a load
     returns only once the versions it drops are unloaded, and an unload waits for their open streams."""
     for name in order:
         deadline = time.monotonic() + timeout
-        try:
-            client.load_model(name, client_timeout=timeout)
-        except Exception as exc:
-            raise ServingError(f"loading model {name} (versions {versions}) failed or did not complete within {timeout:.0f}s: "
-                               f"{exc}") from exc
+        _load(client, name, versions, timeout)
         while not all(client.is_model_ready(name, str(v), client_timeout=10) for v in versions):
             if time.monotonic() > deadline:
                 raise ServingError(f"model {name} versions {versions} not ready after {timeout:.0f}s")
