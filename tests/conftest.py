@@ -124,27 +124,8 @@ def runtime(workspace_settings: Settings) -> Iterator[Runtime]:
     rt.metadata.dispose()
 
 
-# Session fixtures that cost a server start or a training run: under pytest-xdist (`--dist loadgroup`, set in
-# pyproject.toml) every file using one of them runs on one worker, which starts it once.
-SHARED_SESSION_FIXTURES = ("served", "prefect_server", "text_model")
-
-
-def _group_files(items: list[pytest.Item]) -> None:
-    """One xdist group per test file (its module fixtures are set up once), or per shared session fixture."""
-    groups: dict[str, str] = {}
-    for item in items:
-        file = item.nodeid.split("::")[0]
-        shared = next((name for name in SHARED_SESSION_FIXTURES if name in item.fixturenames), None)
-        if shared is not None or file not in groups:
-            groups[file] = shared or groups.get(file, file)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid.split("::")[0]]))
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Test files grouped for xdist; ``gpu``-marked tests skip cleanly (with the reason) where no CUDA GPU
-    is visible."""
-    _group_files(items)
+    """``gpu``-marked tests skip cleanly (with the reason) where no CUDA GPU is visible."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if not gpu_items:
         return
