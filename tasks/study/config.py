@@ -39,12 +39,14 @@ class StudyConfig:
         if self.tokens_per_day <= 0 or self.batch <= 0 or self.lr <= 0:
             raise StudyError(f"--tokens-per-day, --batch and --lr must be positive; got {self.tokens_per_day}, "
                              f"{self.batch} and {self.lr}")
-        bad = [f for f in self.fixed_fractions if not 0 <= f < 1]
+        bad = [f for f in self.fixed_fractions if not 0 <= f <= 0.99 or abs(f * 100 - round(f * 100)) > 1e-9]
         if bad:
-            raise StudyError(f"a fixed replay fraction must be in [0, 1); got {bad}")
+            raise StudyError(f"a fixed replay fraction must be a whole percent from 0 to 0.99 (it names its arm, "
+                             f"replay_at_NN); got {bad}")
         get_config(self.network)  # an unknown name fails here, before any ingest
 
     def arms(self, configured_fraction: float) -> tuple[str, ...]:
         """Every arm: the base ones, then one per swept fraction (the configured one is arm ``replay``)."""
-        percents = sorted({round(f * 100) for f in self.fixed_fractions} - {round(configured_fraction * 100)})
+        percents = sorted(p for p in {round(f * 100) for f in self.fixed_fractions}
+                          if abs(p - configured_fraction * 100) > 1e-9)
         return BASE_ARMS + tuple(f"{SWEEP_PREFIX}{p:02d}" for p in percents)

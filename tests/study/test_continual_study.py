@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -103,9 +104,9 @@ def _cell(mean: float, spread: float = 0.01) -> dict[str, float]:
     return {"mean": mean, "spread": spread}
 
 
-def _summary(forgetting_a: float, forgetting_b: float) -> dict[str, dict[str, list[dict[str, float]]]]:
+def _summary(forgetting_a: float, forgetting_b: float, seeds: int = 3) -> dict[str, Any]:
     arm = {"new_day_perplexity": [_cell(100.0)], "average_perplexity": [_cell(100.0)],
-           "final_perplexity_per_day": [_cell(100.0)]}
+           "final_perplexity_per_day": [_cell(100.0)], "seeds": seeds}
     return {"naive": arm | {"average_forgetting": [_cell(forgetting_a)]},
             "replay": arm | {"average_forgetting": [_cell(forgetting_b)]},
             "scratch_all": arm | {"average_forgetting": [_cell(0.0)]},
@@ -120,6 +121,11 @@ def test_the_forgetting_target_is_judged_only_where_the_naive_arm_forgets() -> N
     backward = targets(_summary(-0.18, -0.28))[0]
     assert backward["verdict"] == "not applicable: (a) does not forget"
     assert "improved under (a) by 18%" in backward["detail"]
+    wide = _summary(0.40, 0.19)  # a 52% cut, but only 31% with both spreads against it
+    wide["naive"]["average_forgetting"] = [_cell(0.40, 0.05)]
+    wide["replay"] = wide["replay"] | {"average_forgetting": [_cell(0.19, 0.05)]}
+    assert targets(wide)[0]["verdict"] == "within the spread (no claim)"
+    assert {t["verdict"] for t in targets(_summary(0.40, 0.10, seeds=1))} == {"one seed: no claim"}
 
 
 def test_the_drift_planner_is_judged_against_the_best_fixed_fraction() -> None:
@@ -138,8 +144,10 @@ def test_the_drift_planner_is_judged_against_the_best_fixed_fraction() -> None:
 def test_the_sweep_leaves_out_the_configured_fraction_and_refuses_bad_ones() -> None:
     cfg = StudyConfig(fixed_fractions=(0.1, 0.25, 0.5))
     assert cfg.arms(0.25) == (*BASE_ARMS, "replay_at_10", "replay_at_50")
-    with pytest.raises(StudyError, match=r"fixed replay fraction must be in \[0, 1\); got \[1.5\]"):
-        StudyConfig(fixed_fractions=(0.1, 1.5)).validate()
+    assert StudyConfig(fixed_fractions=(0.25, 0.0)).arms(0.249)[-2:] == ("replay_at_00", "replay_at_25")
+    for bad in (1.5, 0.995, 0.005, -0.1):  # out of range, or not a whole percent (it would be rounded)
+        with pytest.raises(StudyError, match=rf"fixed replay fraction must be a whole percent .*got \[{bad}\]"):
+            StudyConfig(fixed_fractions=(0.1, bad)).validate()
     with pytest.raises(ValueError, match="unknown model config 'huge'"):
         StudyConfig(network="huge").validate()
 
