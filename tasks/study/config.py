@@ -10,6 +10,15 @@ BASE_ARMS = ("naive", "replay", "replay_reg", "replay_drift", "scratch_all")
 SWEEP_PREFIX = "replay_at_"  # the fixed-fraction sweep arms: replay_at_NN replays NN%
 
 
+def sweep_arm(percent: int) -> str:
+    return f"{SWEEP_PREFIX}{percent:02d}"
+
+
+def sweep_percent(arm: str) -> int | None:
+    """The replay percent of a sweep arm (``replay_at_NN``); None for any other arm."""
+    return int(arm[len(SWEEP_PREFIX):]) if arm.startswith(SWEEP_PREFIX) else None
+
+
 class StudyError(ValueError):
     """The study cannot run on this input; the message says why."""
 
@@ -49,4 +58,4 @@ class StudyConfig:
         """Every arm: the base ones, then one per swept fraction (the configured one is arm ``replay``)."""
         percents = sorted(p for p in {round(f * 100) for f in self.fixed_fractions}
                           if abs(p - configured_fraction * 100) > 1e-9)
-        return BASE_ARMS + tuple(f"{SWEEP_PREFIX}{p:02d}" for p in percents)
+        return BASE_ARMS + tuple(sweep_arm(p) for p in percents)

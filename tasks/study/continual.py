@@ -35,7 +35,7 @@ from model.configs import get_config
 from model.registry import load_model_version
 from tasks.evaluate.perplexity import perplexities
 from tasks.ingest.pipeline import run_ingest
-from tasks.study.config import SWEEP_PREFIX, StudyConfig, StudyError
+from tasks.study.config import StudyConfig, StudyError, sweep_percent
 from tasks.train.run import run_training
 
 DAY_ONE_ARM = "replay"  # day 1 (scratch on day 1's data) runs with the platform's default settings
@@ -87,8 +87,8 @@ def _arm_train(cfg: StudyConfig, arm: str, seed: int, day: int, data: StudyData)
                               "global_batch": cfg.batch, "micro_batch": cfg.batch, "warmup_steps": warm,
                               "rewarm_steps": warm, "checkpoint_every": 10**6, "replay_planner": "fixed",
                               "regularization": "none"}
-    if arm.startswith(SWEEP_PREFIX):
-        return common | {"replay_fraction": int(arm[len(SWEEP_PREFIX):]) / 100}, steps, "production"
+    if (percent := sweep_percent(arm)) is not None:
+        return common | {"replay_fraction": percent / 100}, steps, "production"
     if arm == "naive":
         # rewarm peak = min_lr_ratio and a flat floor: the previous run's final learning rate, held.
         return common | {"replay_fraction": 0.0, "rewarm_steps": 0, "rewarm_lr_ratio": 0.1,

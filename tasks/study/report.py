@@ -22,16 +22,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from tasks.study.config import SWEEP_PREFIX
+from tasks.study.config import sweep_percent
 
 LABELS = {"naive": "(a) naive", "replay": "(b) replay + re-warm", "replay_reg": "(c) (b) + regularizer",
           "replay_drift": "(b) with drift planner", "scratch_all": "(d) scratch on all data"}
 
 
 def arm_label(arm: str) -> str:
-    if arm.startswith(SWEEP_PREFIX):
-        return f"(b) at fixed replay {int(arm[len(SWEEP_PREFIX):])}%"
-    return LABELS[arm]
+    percent = sweep_percent(arm)
+    return LABELS[arm] if percent is None else f"(b) at fixed replay {percent}%"
 
 
 def _mean_spread(values: list[float]) -> dict[str, float]:
@@ -120,7 +119,7 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _planner_claim(summary: dict[str, Any]) -> dict[str, Any]:
     """The drift planner against the best fixed fraction: the configured one (arm ``replay``) and the sweep."""
-    fixed = [arm for arm in summary if arm == "replay" or arm.startswith(SWEEP_PREFIX)]
+    fixed = [arm for arm in summary if arm == "replay" or sweep_percent(arm) is not None]
     best = min(fixed, key=lambda arm: summary[arm]["average_perplexity"][-1]["mean"])
     bf, pf = summary[best]["average_perplexity"][-1], summary["replay_drift"]["average_perplexity"][-1]
     return _claim("drift planner beats the best fixed fraction (average perplexity)", bf, pf,
