@@ -85,6 +85,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def describe_database_error(exc: Exception) -> str:
+    """The driver's first line of a database error, masked: never SQLAlchemy's statement, parameters and
+    background link (kilobytes of SQL that bury the cause, e.g. "server closed the connection unexpectedly")."""
+    detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
+    return mask_text(first_line)
+
+
 class MetadataStore:
     """The metadata database. ``session()`` is one transaction: committed on exit, rolled back on error."""
 
@@ -95,9 +103,7 @@ class MetadataStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def _describe(self, exc: Exception) -> str:
-        detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-        first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
-        return mask_text(first_line)
+        return describe_database_error(exc)
 
     def check(self) -> None:
         """Connect once; raise :class:`MetadataStoreError` naming the cause when that fails."""
