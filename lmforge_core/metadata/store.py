@@ -57,6 +57,12 @@ def _engine_for(url: str) -> Engine:
             f"LMFORGE_DATABASE_URL {mask_url(url)!r} is not a database URL; "
             "use sqlite:///path.db or postgresql+psycopg://user@host:5432/db"
         ) from exc
+    if parsed.get_backend_name() != "sqlite" and url.split("?", 1)[0].count("@") > 1:
+        # the driver would take what follows the first '@' for the host, and name it in its errors
+        raise MetadataStoreError(
+            f"LMFORGE_DATABASE_URL {mask_url(url)!r} has more than one '@' before its host: write an '@' of the "
+            "user name or password as %40 (URL-encoded)"
+        )
     connect_args: dict[str, object] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
