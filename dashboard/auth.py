@@ -4,8 +4,8 @@ identity set by an authenticating proxy in a trusted header. Logins, failures an
 Failed logins are rate-limited per (name, client address) and per client address, never globally: a stranger
 who guesses wrong locks out only their own address, not a reviewer who signs in from elsewhere. The client
 address is the connection's peer, or, when that peer is a configured trusted proxy, the address the proxy
-forwarded (``X-Forwarded-For``). When no address can be told (no request, as under AppTest), the limit is
-per name alone."""
+forwarded (``X-Forwarded-For``). When no address can be told (no request, as under AppTest, or a browser on
+this host with no trusted proxy configured), the limit is per name alone."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from lmforge_core.passwords import hash_password, verify_password
 
 SESSION_KEY = "lmforge_reviewer"
 FORWARDED_FOR = "x-forwarded-for"
-# what Streamlit reports for a browser on this host: it hides loopback peers (``st.context.ip_address`` is None)
+# the peer of a request from this host: Streamlit hides loopback peers (``st.context.ip_address`` is None)
 _LOOPBACK = "127.0.0.1"
 # verified against when the name is unknown, so a wrong name costs as long as a wrong password
 _DUMMY_HASH = hash_password("not-a-reviewer-password")
@@ -117,22 +117,22 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 def client_address(config: DashboardConfig, peer: str | None, headers: Mapping[str, str]) -> str | None:
     """The address a login is attributed to: ``peer`` (the connection's), or, when ``peer`` is a trusted
     proxy, the nearest address in ``X-Forwarded-For`` that is not one (the ones further left could be made
-    up by the client). None when there is no peer address to start from."""
+    up by the client). None when it cannot be told: no peer, or a loopback address that is no trusted proxy
+    (every browser on this host, and every client of an unconfigured proxy here, would share it)."""
     address = _address(peer) if peer else None
     if address is None:
         return None
     trusted = config.trusted_proxies
-    if not any(address in net for net in trusted):
-        return str(address)
-    lowered = {k.lower(): v for k, v in headers.items()}
-    for hop in reversed((lowered.get(FORWARDED_FOR) or "").split(",")):
-        forwarded = _address(hop)
-        if forwarded is None:  # a malformed hop: what lies beyond it cannot be trusted, stop at the last proxy
-            break
-        address = forwarded
-        if not any(address in net for net in trusted):
-            break
-    return str(address)
+    if any(address in net for net in trusted):
+        lowered = {k.lower(): v for k, v in headers.items()}
+        for hop in reversed((lowered.get(FORWARDED_FOR) or "").split(",")):
+            forwarded = _address(hop)
+            if forwarded is None:  # a malformed hop: what lies beyond it cannot be trusted, stop at the last proxy
+                break
+            address = forwarded
+            if not any(address in net for net in trusted):
+                break
+    return None if address.is_loopback and not any(address in net for net in trusted) else str(address)
 
 
 def limit_keys(name: str, client: str | None) -> list[str]:
