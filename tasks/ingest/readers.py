@@ -241,7 +241,7 @@ def read_parquet(path: Path, shard: str, text_column: str, max_cell_bytes: int) 
     try:
         for raw in pf.iter_batches(batch_size=1024, columns=wanted):
             batch, oversized = _without_oversized(raw, shard, position + 1, text_column, max_cell_bytes)
-            del raw
+            del raw  # an oversized cell's buffer goes before the other rows become Python objects
             columns = {name: batch.column(name).to_pylist() for name in wanted}
             for i, text in enumerate(columns[text_column]):
                 position += 1
