@@ -15,16 +15,20 @@ Also the way back: :func:`rollback_serving` points the serving alias at the vers
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import serving
 from lmforge_core.artifacts.base import ArtifactNotFound
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata import review_repository as reviews
 from lmforge_core.metadata.evaluation_repository import NotPublishableError, assert_publishable
+from lmforge_core.metadata.locks import LockHeldError, LockKey, store_lock
 from lmforge_core.metadata.models import ModelVersion
 from lmforge_core.runtime import Runtime
 from model.registry import LoadedModel, load_model_version
@@ -38,6 +42,32 @@ from serving.verify import switch_version, verify_staged
 
 class PublishError(RuntimeError):
     """The version may not or could not be published; the message says why."""
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _one_at_a_time(change: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``change(runtime, ...)`` holding the publish lock of the metadata store, or refuse at once, naming the
+    holder. Two publishes of one version would export, stage and verify into the same folders, and the second
+    would then be told that its version "already exists", as if the version were at fault."""
+
+    @functools.wraps(change)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        runtime: Runtime = args[0] if args else kwargs["runtime"]  # type: ignore[assignment]
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(store_lock(runtime.metadata, LockKey.PUBLISH, "publish",
+                                               runtime.settings.workspace))
+            except LockHeldError as exc:
+                raise PublishError(
+                    f"another publish or rollback is running on this metadata store ({exc.where}): {exc.holder}; "
+                    "nothing was done. Wait for it to finish, then run again (if it crashed, just run again)"
+                ) from None
+            return change(*args, **kwargs)
+
+    return locked
 
 
 @dataclass
@@ -106,6 +136,7 @@ def _smoke_prompts(runtime: Runtime, loaded: LoadedModel) -> list[list[int]]:
     return [loaded.tokenizer.encode(text) or [loaded.tokenizer.bos_id] for text in runtime.settings.serving.smoke_prompts]
 
 
+@_one_at_a_time
 def publish_model(runtime: Runtime, ref: str, *, actor: str = "system", switch_server: bool = True) -> PublishResult:
     """Export ``ref``, verify it in a throw-away server, publish it and (if one runs) switch the server."""
     loaded = load_model_version(runtime.metadata, runtime.artifacts, runtime.settings.model_name, ref)
@@ -181,6 +212,7 @@ def _record(runtime: Runtime, version_id: int, repository: ModelRepository, numb
             repo.set_alias(session, name=name, alias=alias, model_version_id=version_id, actor=actor, reason=reason)
 
 
+@_one_at_a_time
 def rollback_serving(runtime: Runtime, *, actor: str, reason: str = "") -> dict[str, Any]:
     """Serve the version the serving alias held before the current one (recorded as a rollback)."""
     name, alias = runtime.settings.model_name, runtime.settings.serving.alias
