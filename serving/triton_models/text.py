@@ -2,19 +2,24 @@
 
 Encodes with the version's tokenizer, streams ``generate`` of the same version through decoupled BLS
 (request parameters passed on), and sends each new piece of text as soon as it decodes to whole
-characters (a multi-byte character split over tokens waits for its last byte).
+characters (a multi-byte character split over tokens waits for its last byte). A stream its client cancels
+stops its ``generate`` stream in turn (asked at most every ``CANCEL_POLL_S``): Triton 2.51's python backend
+cannot cancel a BLS request, so the stream is named (``STREAM_KEY``) and a control request with
+``CANCEL_KEY`` stops it; ``generate`` then frees the slot as for its own clients.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+import uuid
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from serving.triton_models.common import ModelArgs, load_version_tokenizer
+from serving.triton_models.common import CANCEL_KEY, CANCEL_POLL_S, STREAM_KEY, ModelArgs, load_version_tokenizer
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -24,27 +29,48 @@ def _bls_parameters(raw: str) -> dict[str, Any]:
     return {k: repr(v) if isinstance(v, float) else v for k, v in json.loads(raw or "{}").items()}
 
 
+def _send_error(sender: Any, message: str) -> None:
+    try:
+        sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)), flags=FINAL)
+    except Exception:  # the client is gone (a cancelled stream takes no more responses): nothing to tell it
+        return
+
+
 class TextModel:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = ModelArgs.parse(args)
         self.tokenizer = load_version_tokenizer(self.args.directory)
+
+    def _generate(self, parameters: dict[str, Any], ids: np.ndarray) -> Any:
+        """A decoupled BLS request to ``generate`` of this version."""
+        return pb_utils.InferenceRequest(model_name="generate", model_version=self.args.version,
+                                         inputs=[pb_utils.Tensor("input_ids", ids)],
+                                         requested_output_names=["token_id"], parameters=parameters)
+
+    def _cancel(self, key: str) -> None:
+        """Stop ``generate``'s stream named ``key`` (a control request; its only response is the final flag)."""
+        for _ in self._generate({CANCEL_KEY: key}, np.zeros(1, dtype=np.int64)).exec(decoupled=True):
+            pass
 
     def _stream(self, request: Any, sender: Any) -> None:
         try:
             raw = pb_utils.get_input_tensor_by_name(request, "text_input").as_numpy().reshape(-1)[0]
             text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
             ids = np.array(self.tokenizer.encode(text), dtype=np.int64)
-            inner = pb_utils.InferenceRequest(model_name="generate", model_version=self.args.version,
-                                              inputs=[pb_utils.Tensor("input_ids", ids)],
-                                              requested_output_names=["token_id"],
-                                              parameters=_bls_parameters(request.parameters()))
+            key = uuid.uuid4().hex
+            parameters = _bls_parameters(request.parameters()) | {STREAM_KEY: key}
             tokens: list[int] = []
-            sent = ""
-            for response in inner.exec(decoupled=True):
+            sent, polled, cancelled = "", time.monotonic(), False
+            for response in self._generate(parameters, ids).exec(decoupled=True):
                 if response.has_error():
                     raise ValueError(response.error().message())
+                if not cancelled and time.monotonic() - polled >= CANCEL_POLL_S:  # a round trip: not every token
+                    polled = time.monotonic()
+                    if sender.is_cancelled():  # generate frees the slot at its next step; its end is drained
+                        self._cancel(key)
+                        cancelled = True
                 tensor = pb_utils.get_output_tensor_by_name(response, "token_id")
-                if tensor is None or sender.is_cancelled():
+                if tensor is None or cancelled:
                     continue
                 tokens.extend(tensor.as_numpy().reshape(-1).tolist())
                 decoded = self.tokenizer.decode(tokens)
@@ -54,7 +80,7 @@ class TextModel:
                 sender.send(pb_utils.InferenceResponse([pb_utils.Tensor("text_output", np.array([piece.encode()], dtype=np.object_))]))
             sender.send(flags=FINAL)
         except Exception as exc:  # every failure ends the stream with its reason
-            sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generate_text: {exc}")), flags=FINAL)
+            _send_error(sender, f"generate_text: {exc}")
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
