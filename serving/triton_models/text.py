@@ -11,9 +11,10 @@ cannot cancel a BLS request, so the stream is named (``STREAM_KEY``) and a contr
 from __future__ import annotations
 
 import json
+import logging
 import threading
-import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,11 +23,53 @@ import triton_python_backend_utils as pb_utils
 from serving.triton_models.common import CANCEL_KEY, CANCEL_POLL_S, STREAM_KEY, ModelArgs, load_version_tokenizer
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+log = logging.getLogger(__name__)
 
 
 def _bls_parameters(raw: str) -> dict[str, Any]:
     """Request parameters for BLS, which carries only bool/int/str: floats travel as their text."""
     return {k: repr(v) if isinstance(v, float) else v for k, v in json.loads(raw or "{}").items()}
+
+
+class _CancelWatch:
+    """One thread asks each open stream's sender, every ``CANCEL_POLL_S``, whether its client cancelled, and
+    stops the ``generate`` stream of those that did. Not the stream threads themselves: they can lag far
+    behind ``generate`` (each piece is a round trip to the server), and would notice only that late."""
+
+    def __init__(self, cancel: Callable[[str], None]) -> None:
+        self._cancel = cancel
+        self._open: dict[str, tuple[Any, threading.Event]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lmforge-text-cancel", daemon=True)
+        self._thread.start()
+
+    def add(self, key: str, sender: Any) -> threading.Event:
+        """Watch ``sender``; the event is set once its client cancelled."""
+        flag = threading.Event()
+        with self._lock:
+            self._open[key] = (sender, flag)
+        return flag
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            self._open.pop(key, None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(CANCEL_POLL_S):
+            with self._lock:
+                watched = list(self._open.items())
+            for key, (sender, flag) in watched:
+                if not flag.is_set() and sender.is_cancelled():
+                    flag.set()
+                    try:
+                        self._cancel(key)
+                    except Exception:  # the stream ended meanwhile, or the server is shutting down
+                        log.warning("cancelling generate stream %s failed", key, exc_info=True)
 
 
 def _send_error(sender: Any, message: str) -> None:
@@ -40,6 +83,7 @@ class TextModel:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = ModelArgs.parse(args)
         self.tokenizer = load_version_tokenizer(self.args.directory)
+        self.watch = _CancelWatch(self._cancel)
 
     def _generate(self, parameters: dict[str, Any], ids: np.ndarray) -> Any:
         """A decoupled BLS request to ``generate`` of this version."""
@@ -53,24 +97,20 @@ class TextModel:
             pass
 
     def _stream(self, request: Any, sender: Any) -> None:
+        key = uuid.uuid4().hex
+        cancelled = self.watch.add(key, sender)
         try:
             raw = pb_utils.get_input_tensor_by_name(request, "text_input").as_numpy().reshape(-1)[0]
             text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
             ids = np.array(self.tokenizer.encode(text), dtype=np.int64)
-            key = uuid.uuid4().hex
             parameters = _bls_parameters(request.parameters()) | {STREAM_KEY: key}
             tokens: list[int] = []
-            sent, polled, cancelled = "", time.monotonic(), False
+            sent = ""
             for response in self._generate(parameters, ids).exec(decoupled=True):
                 if response.has_error():
                     raise ValueError(response.error().message())
-                if not cancelled and time.monotonic() - polled >= CANCEL_POLL_S:  # a round trip: not every token
-                    polled = time.monotonic()
-                    if sender.is_cancelled():  # generate frees the slot at its next step; its end is drained
-                        self._cancel(key)
-                        cancelled = True
                 tensor = pb_utils.get_output_tensor_by_name(response, "token_id")
-                if tensor is None or cancelled:
+                if tensor is None or cancelled.is_set():  # once cancelled, generate's end is drained
                     continue
                 tokens.extend(tensor.as_numpy().reshape(-1).tolist())
                 decoded = self.tokenizer.decode(tokens)
@@ -81,6 +121,8 @@ class TextModel:
             sender.send(flags=FINAL)
         except Exception as exc:  # every failure ends the stream with its reason
             _send_error(sender, f"generate_text: {exc}")
+        finally:
+            self.watch.remove(key)
 
     def execute(self, requests: list[Any]) -> None:
         for request in requests:
@@ -88,4 +130,4 @@ class TextModel:
         return None
 
     def finalize(self) -> None:
-        return None
+        self.watch.close()
