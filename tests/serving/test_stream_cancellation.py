@@ -86,31 +86,21 @@ def test_a_cancelled_stream_frees_its_slot_for_the_waiting_request(one_slot):
 
 
 def test_a_cancelled_generate_text_stream_frees_its_slot_too(one_slot):
-    """The text entry streams ``generate`` through BLS: cancelling the text stream stops that inner stream (one
-    more cancelled stream in generate's own metrics), so the waiting request gets the slot before the cancelled
-    one reaches its 1,000 tokens (before the fix it ran on to the end)."""
-    tok, model, state = one_slot
+    """The text entry streams ``generate`` through BLS: cancelling the text stream after its first piece stops
+    that inner stream (one more cancelled stream in generate's own metrics, the slot free) long before its
+    1,000 tokens; before the fix it ran on to the end and counted no cancellation."""
+    _, _, state = one_slot
     before = wait_for(state, lambda m: m.get("lmforge_generate_slots_active") == 0)
-    alone = reference_greedy(model, tok.encode(SHORT), 12, tok.eos_id)
-
     client = LMClient(state.grpc_url, timeout=120)
     pieces = client.stream_text(LONG, max_tokens=LIMIT, temperature=0.0)
-    first = [next(pieces) for _ in range(3)]
-    waiting: dict[str, object] = {}
-    worker = threading.Thread(target=lambda: waiting.update(result=LMClient(state.grpc_url, timeout=120).generate(
-        tok.encode(SHORT), max_tokens=12, temperature=0.0)))
-    worker.start()
-    held = wait_for(state, lambda m: m.get("lmforge_generate_queued") == 1)
-    assert held["lmforge_generate_queued"] == 1 and held["lmforge_generate_slots_active"] == 1
+    first = next(pieces)
     pieces.close()  # stop_stream(cancel_requests=True) on the generate_text stream
-    worker.join(120)
     client.close()
 
-    assert "".join(first) and waiting["result"].tokens == alone
-    finished = before["lmforge_generate_streams_finished_total"] + 2
+    finished = before["lmforge_generate_streams_finished_total"] + 1
     after = wait_for(state, lambda m: m["lmforge_generate_streams_finished_total"] == finished
                      and m["lmforge_generate_slots_active"] == 0)
+    assert first
     assert after["lmforge_generate_streams_cancelled_total"] == before["lmforge_generate_streams_cancelled_total"] + 1
     assert after["lmforge_generate_streams_finished_total"] == finished and after["lmforge_generate_slots_active"] == 0
-    cancelled_tokens = after["lmforge_generate_tokens_total"] - before["lmforge_generate_tokens_total"] - len(alone)
-    assert 3 <= cancelled_tokens < LIMIT  # stopped before its end (the text entry's pieces lag behind generate's)
+    assert 1 <= after["lmforge_generate_tokens_total"] - before["lmforge_generate_tokens_total"] < LIMIT
