@@ -1,4 +1,4 @@
-"""``lmforge triton up|down|status``, ``lmforge serve publish|rollback|openai``, ``lmforge generate``,
+"""``lmforge triton up|down|status``, ``lmforge serve publish|rollback|status|reconcile|openai``, ``lmforge generate``,
 ``lmforge loadtest``: the serving side of the CLI. Heavy imports happen inside the commands."""
 
 from __future__ import annotations

@@ -49,6 +49,14 @@ def _bls_step(version: int, n_layers: int) -> StepFn:
     return step
 
 
+# Every SchedulerMetrics of this stub, kept until the process ends. Triton (2.51) shares a metric family, and a
+# metric with the same labels, between every instance that creates one of that name: a reload starts the new
+# instance before the old one finalizes, and an old instance deleting its family or metrics freed what the new
+# one still wrote to. Under traffic during a version switch that corrupted the server's heap (SIGABRT,
+# "malloc(): unaligned fastbin chunk detected"). So nothing here is ever deleted.
+_KEPT: list[SchedulerMetrics] = []
+
+
 class SchedulerMetrics:
     """The batcher's slots and counts as custom metrics of the python backend (Triton's /metrics)."""
 
@@ -58,6 +66,7 @@ class SchedulerMetrics:
 
     def __init__(self, version: int) -> None:
         labels = {"model": "generate", "version": str(version)}
+        _KEPT.append(self)  # never deleted while the stub lives: see _KEPT
         kinds = [(n, d, pb_utils.MetricFamily.GAUGE) for n, d in self.GAUGES.items()]
         kinds += [(n, d, pb_utils.MetricFamily.COUNTER) for n, d in self.COUNTERS.items()]
         self.families = {n: pb_utils.MetricFamily(name=f"lmforge_generate_{n}", description=d, kind=k)
@@ -74,10 +83,6 @@ class SchedulerMetrics:
             if total > self.sent[name]:
                 self.metrics[name].increment(total - self.sent[name])
                 self.sent[name] = total
-
-    def close(self) -> None:
-        self.metrics.clear()  # a metric must go before its family
-        self.families.clear()
 
 
 class _Stream:
@@ -218,5 +223,4 @@ class GenerateModel:
 
     def finalize(self) -> None:
         self.batcher.close()
-        self.metrics.close()
         self.responses.close()

@@ -116,8 +116,7 @@ def test_unsafe_sampling_parameters_sent_to_triton_directly_are_refused_and_hurt
         running = other.stream(ids, max_tokens=40, temperature=0.0)
         first = next(running)  # a stream in the batch while the bad requests arrive
         for params, words in (({"temperature": 1e-300}, "'temperature' must be between"),
-                              ({"repetition_penalty": 1e-300}, "'repetition_penalty' must be between"),
-                              ({"temperature": 0.7, "seed": 2**63}, "64-bit")):
+                              ({"repetition_penalty": 1e-300}, "'repetition_penalty' must be between")):
             with pytest.raises(ServingError, match=words):
                 client.generate(ids, max_tokens=4, **params)
         assert [first, *running] == alone
@@ -174,7 +173,11 @@ def test_version_switches_under_endpoint_traffic_lose_no_request(stack):
     assert not failures, f"{len(failures)} of {len(done)} requests failed: {failures[:3]}"
     assert all(any(start <= t <= end for t, _ in done) for start, end in windows)  # traffic during each switch
     assert served == [2, 1, 2, 1] and recorded_number(rt) == 1
-    assert os.waitpid(state.pid, os.WNOHANG) == (0, 0) and is_ready(state)
+    assert os.waitpid(state.pid, os.WNOHANG) == (0, 0)  # alive: no crash (it once aborted here, see generate.py)
+    deadline = time.monotonic() + 60  # strict readiness waits for the old versions' unload, which runs on
+    while not is_ready(state) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert is_ready(state)
 
 
 def _cli(rt, monkeypatch, *args):
