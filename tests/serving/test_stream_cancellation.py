@@ -82,7 +82,10 @@ def test_a_cancelled_stream_frees_its_slot_for_the_waiting_request(one_slot):
     assert after["lmforge_generate_streams_finished_total"] == 2
     assert after["lmforge_generate_slots_active"] == 0 and after["lmforge_generate_queued"] == 0
     cancelled_tokens = after["lmforge_generate_tokens_total"] - len(alone)
-    assert 3 <= cancelled_tokens < LIMIT / 2  # the cancelled stream stopped early, it did not run to its end
+    # it stopped short of its end: how far short depends on how fast the tiny model decodes while the cancel
+    # travels (757 of 1,000 tokens on a loaded machine), so the bound is the end itself; the cancelled count
+    # above is what tells a cancelled stream from one that ran out
+    assert 3 <= cancelled_tokens < LIMIT
 
 
 def test_a_cancelled_generate_text_stream_frees_its_slot_too(one_slot):
