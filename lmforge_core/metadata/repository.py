@@ -240,8 +240,25 @@ def add_tokenizer_version(
     return tokenizer
 
 
-def latest_tokenizer_version(session: Session) -> TokenizerVersion | None:
-    return session.scalar(select(TokenizerVersion).order_by(TokenizerVersion.id.desc()).limit(1))
+def latest_tokenizer_version(session: Session, *, without: str | None = None) -> TokenizerVersion | None:
+    """The newest tokenizer version; with ``without``, the newest whose ``trained_on`` lacks that key."""
+    for tokenizer in session.scalars(select(TokenizerVersion).order_by(TokenizerVersion.id.desc())):
+        if without is None or without not in (tokenizer.trained_on or {}):
+            return tokenizer
+    return None
+
+
+def get_tokenizer_version(session: Session, version: str) -> TokenizerVersion:
+    found = session.scalar(select(TokenizerVersion).where(TokenizerVersion.version == version))
+    if found is None:
+        raise NotFoundError(f"tokenizer version {version!r} does not exist")
+    return found
+
+
+def find_tokenizer_version(session: Session, sha256: str) -> TokenizerVersion | None:
+    """The tokenizer version whose file has this sha256 (the first recorded), if any."""
+    return session.scalar(select(TokenizerVersion).where(TokenizerVersion.sha256 == sha256)
+                          .order_by(TokenizerVersion.id).limit(1))
 
 
 def next_sequence_label(session: Session, model: type[DatasetVersion] | type[TokenizerVersion], prefix: str) -> str:
@@ -295,6 +312,10 @@ def get_dataset_version(session: Session, version: str) -> DatasetVersion:
     if dataset is None:
         raise NotFoundError(f"dataset version {version!r} does not exist; `lmforge datasets` lists them")
     return dataset
+
+
+def find_dataset_version(session: Session, version: str) -> DatasetVersion | None:
+    return session.scalar(select(DatasetVersion).where(DatasetVersion.version == version))
 
 
 def list_dataset_versions(session: Session) -> list[DatasetVersion]:
