@@ -80,7 +80,7 @@ def pretrain(model: Any, data: torch.Tensor, steps: int = 120, seed: int = 0) ->
         opt.step()
         opt.zero_grad()
     model.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def build_llama(folder: Path, texts: list[str], *, pretrain_steps: int = 0, seed: int = 0,

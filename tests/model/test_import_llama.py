@@ -116,7 +116,7 @@ def test_import_registers_a_version_with_its_own_tokenizer_and_chat_template(tmp
 def test_the_same_documents_feed_the_house_tokenizer_and_an_imported_one(tmp_path, texts, workspace):
     ingested = run_ingest(workspace)
     assert ingested.status == "accepted", ingested.message
-    house_version = ingested.dataset["version"]
+    house_version = ingested.dataset_version
     build_llama(tmp_path / "hf", texts[1])
     imported = import_model(workspace, tmp_path / "hf")
     tokenizer = load_model_version(workspace.metadata, workspace.artifacts, "lmforge", "v1").tokenizer
@@ -150,7 +150,7 @@ def test_training_continues_with_the_models_own_tokenizer(tmp_path, texts, works
         version = repo.resolve_model_version(session, "lmforge", result.model_version.rsplit(":", 1)[1])
         assert version.parent.label == "lmforge:v1"  # the imported version it continued
     tokenizer = load_model_version(workspace.metadata, workspace.artifacts, "lmforge", "v1").tokenizer
-    assert dataset == f"{ingested.dataset['version']}.{tokenizer.version}"
+    assert dataset == f"{ingested.dataset_version}.{tokenizer.version}"
     cache = workspace.settings.workspace / "cache"
     data = TokenWindows(load_manifest(cache, dataset), cache, split="train")
     batch = torch.as_tensor(data.get(np.arange(min(len(data), 16))).astype(np.int64))
