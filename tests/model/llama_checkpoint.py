@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -99,3 +100,69 @@ def build_llama(folder: Path, texts: list[str], *, pretrain_steps: int = 0, seed
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(folder, **kwargs)
     return model
+
+
+def _permute(weight: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's row order of a query/key projection (its converter's ``permute``)."""
+    return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(
+        weight.shape)
+
+
+GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+              "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+def _gguf_tensors(model: Any) -> dict[str, np.ndarray]:
+    cfg, out = model.config, {}
+    for name, tensor in model.state_dict().items():
+        array = tensor.detach().float().numpy()
+        if name == "model.embed_tokens.weight":
+            out["token_embd.weight"] = array
+        elif name == "model.norm.weight":
+            out["output_norm.weight"] = array
+        elif name == "lm_head.weight" and not cfg.tie_word_embeddings:
+            out["output.weight"] = array
+        elif name.startswith("model.layers."):
+            _, _, i, *rest = name.split(".")
+            kind = GGUF_NAMES[".".join(rest[:-1])]
+            if kind in ("attn_q", "attn_k"):
+                array = _permute(array, cfg.num_attention_heads if kind == "attn_q" else cfg.num_key_value_heads)
+            out[f"blk.{i}.{kind}.weight"] = array
+    return out
+
+
+def write_gguf(model: Any, tokenizer_dir: Path, path: Path, **extra: Any) -> Path:
+    """``model`` (a transformers Llama) and the tokenizer saved in ``tokenizer_dir`` as a GGUF file, laid out
+    as llama.cpp's converter writes one (fp32 tensors); ``extra`` adds ``llama.*`` metadata."""
+    from gguf import GGUFWriter
+
+    cfg = model.config
+    data = json.loads((tokenizer_dir / "tokenizer.json").read_text())
+    vocab = sorted(data["model"]["vocab"].items(), key=lambda kv: kv[1])
+    merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"]["merges"]]
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    for key, value in extra.items():
+        writer.add_uint32(f"llama.{key}", value)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([token for token, _ in vocab])
+    writer.add_token_types([3 if token in SPECIALS else 1 for token, _ in vocab])
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(cfg.bos_token_id)
+    writer.add_eos_token_id(cfg.eos_token_id)
+    writer.add_chat_template(CHAT_TEMPLATE)
+    for name, array in _gguf_tensors(model).items():
+        writer.add_tensor(name, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

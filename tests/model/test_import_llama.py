@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from llama_checkpoint import CHAT_TEMPLATE, build_llama, sample_texts
+from llama_checkpoint import CHAT_TEMPLATE, build_llama, sample_texts, write_gguf
+from tokenizers import Tokenizer
 
 from lmforge_core.metadata import repository as repo
 from lmforge_core.runtime import open_runtime
@@ -19,7 +20,7 @@ from model.decoding import SamplingParams, generate
 from model.hf_interop import import_hf
 from model.registry import load_model_version
 from model.token_shards import TokenWindows, load_manifest
-from model.weights import WeightsError, load_model
+from model.weights import WeightsError, load_model, read_weights_config
 from tasks.dataset.versions import dataset_for_tokenizer
 from tasks.ingest.pipeline import run_ingest
 from tasks.train.imports import import_model, install_base
@@ -172,3 +173,37 @@ def test_a_configured_base_becomes_the_first_production_version(tmp_path, texts,
         assert repo.get_alias(session, "lmforge", repo.PRODUCTION).label == "lmforge:v1"
     again = install_base(workspace, tmp_path / "hf")
     assert not again.installed and again.imported.found and again.production == "lmforge:v1"
+
+
+def test_a_gguf_file_imports_with_parity_and_its_embedded_tokenizer(tmp_path, texts):
+    reference = build_llama(tmp_path / "hf", texts[1], initializer_range=0.2)
+    path = write_gguf(reference, tmp_path / "hf", tmp_path / "tiny.gguf")
+    import_hf(path, tmp_path / "ours")
+    ours = load_model(tmp_path / "ours").eval()
+    ids = torch.randint(0, ours.config.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (ours(ids) - reference(ids).logits).abs().max().item() < 1e-4
+    assert ours.config.tie_embeddings and ours.config.rope_theta == 50_000.0 and ours.config.kv_heads == 2
+    recorded = read_weights_config(tmp_path / "ours")["tokenizer"]
+    assert recorded["chat_template"] == CHAT_TEMPLATE and recorded["eos_token"] == "<|im_end|>"
+    from transformers import AutoTokenizer
+
+    theirs = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    own = Tokenizer.from_file(str(tmp_path / "ours" / recorded["file"]))
+    for text in texts[1][:5]:
+        assert own.encode(text, add_special_tokens=False).ids == theirs(text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize(("extra", "named"), [({"expert_count": 8}, "llama.expert_count"),
+                                              ({"attention.sliding_window": 64}, "llama.attention.sliding_window")])
+def test_a_gguf_file_asking_for_what_the_network_lacks_is_refused_by_name(tmp_path, texts, extra, named):
+    reference = build_llama(tmp_path / "hf", texts[1])
+    path = write_gguf(reference, tmp_path / "hf", tmp_path / "tiny.gguf", **extra)
+    with pytest.raises(WeightsError, match=named):
+        import_hf(path, tmp_path / "ours")
+
+
+def test_a_file_that_is_not_gguf_is_refused(tmp_path):
+    (tmp_path / "x.gguf").write_bytes(b"not a gguf file at all")
+    with pytest.raises(WeightsError, match="not a readable GGUF file"):
+        import_hf(tmp_path / "x.gguf", tmp_path / "ours")
