@@ -207,3 +207,37 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path):
     (tmp_path / "x.gguf").write_bytes(b"not a gguf file at all")
     with pytest.raises(WeightsError, match="not a readable GGUF file"):
         import_hf(tmp_path / "x.gguf", tmp_path / "ours")
+
+
+def test_cli_import_then_generate_and_init_with_a_base_model(tmp_path, texts, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    reference = build_llama(tmp_path / "hf", texts[1], initializer_range=0.2)
+    runner = CliRunner()
+    monkeypatch.setenv("LMFORGE_WORKSPACE", str(tmp_path / "ws"))
+    out = runner.invoke(app, ["import-hf", str(tmp_path / "hf"), "--json"])
+    assert out.exit_code == 0, out.output
+    imported = json.loads(out.stdout)
+    assert imported["model_version"] == "lmforge:v1" and imported["tokenizer"] == "tok-000001"
+    out = runner.invoke(app, ["generate-local", "v1", texts[1][0][:40], "--max-tokens", "8", "--temperature", "0",
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    from transformers import AutoTokenizer
+
+    theirs = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    prompt = [theirs.eos_token_id, *theirs(texts[1][0][:40], add_special_tokens=False)["input_ids"]]
+    with torch.no_grad():
+        greedy = reference.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                    max_new_tokens=8, do_sample=False, eos_token_id=None)[0, len(prompt):]
+    text = json.loads(out.stdout)["text"]  # a stop token ends it early: a prefix of transformers' greedy text
+    assert text and text == theirs.decode(greedy.tolist(), skip_special_tokens=True)[: len(text)]
+
+    out = runner.invoke(app, ["import-hf", str(tmp_path / "missing")])
+    assert out.exit_code != 0 and "neither a Hugging Face checkpoint folder nor a .gguf file" in str(out.exception)
+    monkeypatch.setenv("LMFORGE_WORKSPACE", str(tmp_path / "ws2"))
+    out = runner.invoke(app, ["init", "--base-model", str(tmp_path / "hf"), "--json"])
+    assert out.exit_code == 0, out.output
+    base = json.loads(out.stdout)["base_model"]
+    assert base["installed"] and base["production"] == "lmforge:v1"
