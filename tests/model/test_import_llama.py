@@ -23,7 +23,7 @@ from model.token_shards import TokenWindows, load_manifest
 from model.weights import WeightsError, load_model, read_weights_config
 from tasks.dataset.versions import dataset_for_tokenizer
 from tasks.ingest.pipeline import run_ingest
-from tasks.train.imports import import_model, install_base
+from tasks.train.imports import base_dataset, import_model, install_base
 from tasks.train.run import run_training
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -173,6 +173,10 @@ def test_a_configured_base_becomes_the_first_production_version(tmp_path, texts,
         assert repo.get_alias(session, "lmforge", repo.PRODUCTION).label == "lmforge:v1"
     again = install_base(workspace, tmp_path / "hf")
     assert not again.installed and again.imported.found and again.production == "lmforge:v1"
+    ingested = run_ingest(workspace)  # the night's data, tokenized by the house tokenizer trained on it
+    assert ingested.tokenizer_trained and ingested.tokenizer_version == "tok-000002"
+    night = base_dataset(workspace, base.imported, ingested.dataset_version)  # what the first champion is scored on
+    assert night == f"{ingested.dataset_version}.tok-000001"
 
 
 def test_a_gguf_file_imports_with_parity_and_its_embedded_tokenizer(tmp_path, texts):
