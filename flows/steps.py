@@ -72,10 +72,10 @@ def base_model_step(rt: Runtime, dataset: str) -> dict[str, Any] | None:
     """With ``[model] base`` configured and no production model yet: the base is imported as production and,
     when the evaluation stage is installed, evaluated as the first champion (on the night's ``dataset``
     tokenized by its own tokenizer, before any challenger). None without a configured base."""
-    from tasks.train.imports import base_dataset, install_base
-
     if not rt.settings.model.base:
         return None
+    from tasks.train.imports import base_dataset, install_base
+
     base = install_base(rt, rt.settings.model.base)
     base_dataset(rt, base.imported, dataset)
     out: dict[str, Any] = {"model_version": base.imported.model_version, "production": base.production,
