@@ -86,7 +86,11 @@ def gguf_config(meta: dict[str, Any], source: str) -> dict[str, Any]:
                                       "attention.head_count") if f"llama.{k}" not in meta]
     if missing:
         raise WeightsError(f"{source}: metadata {', '.join(missing)} missing; not a complete Llama GGUF file")
-    config["vocab_size"] = len(meta.get("tokenizer.ggml.tokens") or []) or meta.get("llama.vocab_size")
+    head_dim = config["hidden_size"] // config["num_attention_heads"]
+    for key in ("rope.dimension_count", "attention.key_length", "attention.value_length"):
+        if meta.get(f"llama.{key}") not in (None, head_dim):
+            raise WeightsError(f"{source}: llama.{key} = {meta[f'llama.{key}']} differs from the head dimension "
+                               f"{head_dim} (embedding_length / head_count); not supported")
     for role, key in SPECIAL_ROLES.items():
         config[f"{role}_token_id"] = meta.get(f"tokenizer.ggml.{key}")
     return config
@@ -119,7 +123,10 @@ def gguf_tensors(reader: Any, config: dict[str, Any], source: str) -> dict[str, 
         elif tensor.name.endswith("attn_k.weight"):
             weight = _unpermute(weight, config.get("num_key_value_heads") or config["num_attention_heads"])
         out[_hf_name(tensor.name, source)] = torch.from_numpy(weight.copy())
+    if "model.embed_tokens.weight" not in out:
+        raise WeightsError(f"{source}: tensor 'token_embd.weight' is missing")
     config["tie_word_embeddings"] = "lm_head.weight" not in out
+    config["vocab_size"] = out["model.embed_tokens.weight"].shape[0]  # the rows, as transformers reads them
     return out
 
 

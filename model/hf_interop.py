@@ -1,8 +1,11 @@
-"""Hugging Face Llama format in and out: ``config.json`` + safetensors with Llama tensor names.
+"""Hugging Face Llama format in and out: ``config.json`` + safetensors with Llama tensor names (import also
+reads llama.cpp ``.gguf`` files, through `model.gguf_reader`).
 
 Our layout already matches Llama's (rotate-half rotary), so conversion is a rename plus splitting the
 fused ``wqkv`` / ``w13`` projections (and concatenating them on import). Pickled checkpoints
-(``pytorch_model.bin``) are refused: only safetensors are read.
+(``pytorch_model.bin``) are refused: only safetensors are read. A config asking for what the network does not
+implement (mixture of experts, sliding windows, query/key norms, biases, another rope scaling or model type) is
+refused with the field named, never silently imported as something else.
 """
 
 from __future__ import annotations

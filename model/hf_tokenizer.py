@@ -39,7 +39,7 @@ def write_hf_tokenizer(ref: TokenizerRef, out_dir: Path, max_length: int) -> Non
         "clean_up_tokenization_spaces": False,
         "padding_side": "left",  # batched generation pads on the left
         "lmforge_tokenizer_version": ref.version,
-    }
+    } | ({"chat_template": ref.chat_template} if ref.chat_template else {})
     atomic_write(out_dir / TOKENIZER_FILE, ref.tokenizer.to_str())
     atomic_write(out_dir / TOKENIZER_CONFIG, json.dumps(config, indent=2))
     atomic_write(out_dir / SPECIAL_TOKENS_MAP, json.dumps(special, indent=2))

@@ -17,8 +17,8 @@ from lmforge_core.metadata import repository as repo
 from lmforge_core.runtime import open_runtime
 from lmforge_core.settings import load_settings
 from model.decoding import SamplingParams, generate
-from model.hf_interop import import_hf
-from model.registry import load_model_version
+from model.hf_interop import export_hf, import_hf
+from model.registry import fetch_weights, load_model_version
 from model.token_shards import TokenWindows, load_manifest
 from model.weights import WeightsError, load_model, read_weights_config
 from tasks.dataset.versions import dataset_for_tokenizer
@@ -108,6 +108,12 @@ def test_import_registers_a_version_with_its_own_tokenizer_and_chat_template(tmp
     assert (tok.bos_id, tok.eos_id, tok.pad_id) == (theirs.bos_token_id, theirs.eos_token_id, theirs.eos_token_id)
     text = texts[1][3]
     assert tok.encode(text) == theirs(text, add_special_tokens=False)["input_ids"]
+    messages = [{"role": "user", "content": "What is os.path?"}]
+    exported = export_hf(fetch_weights(workspace.artifacts, loaded.artifacts, tmp_path / "w", "v1"),
+                         tmp_path / "exported", tok)
+    again_tok = AutoTokenizer.from_pretrained(exported)  # the chat template travels on with the version
+    assert again_tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == \
+        theirs.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     with workspace.metadata.session() as session:  # recorded as an imported tokenizer, not a house one
         record = repo.get_tokenizer_version(session, "tok-000001")
         assert record.trained_on["imported_from"] == str((tmp_path / "hf").resolve())
