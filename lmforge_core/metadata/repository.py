@@ -314,6 +314,18 @@ def get_dataset_version(session: Session, version: str) -> DatasetVersion:
     return dataset
 
 
+DERIVED = "."  # ``ds-000003.tok-000002``: the documents of ds-000003 tokenized by tok-000002
+
+
+def derived_dataset_label(version: str, tokenizer_version: str) -> str:
+    """The label of ``version``'s documents tokenized by another tokenizer (a derived dataset version)."""
+    return f"{version.split(DERIVED, 1)[0]}{DERIVED}{tokenizer_version}"
+
+
+def is_derived_dataset(version: str) -> bool:
+    return DERIVED in version
+
+
 def find_dataset_version(session: Session, version: str) -> DatasetVersion | None:
     return session.scalar(select(DatasetVersion).where(DatasetVersion.version == version))
 
@@ -324,7 +336,9 @@ def list_dataset_versions(session: Session) -> list[DatasetVersion]:
 
 
 def latest_dataset_version(session: Session) -> DatasetVersion | None:
-    return session.scalar(select(DatasetVersion).order_by(DatasetVersion.id.desc()).limit(1))
+    """The newest ingested dataset version (derived versions re-tokenize one; they are not new data)."""
+    stmt = select(DatasetVersion).where(DatasetVersion.version.not_like(f"%{DERIVED}%"))
+    return session.scalar(stmt.order_by(DatasetVersion.id.desc()).limit(1))
 
 
 # --- training runs, metrics, checkpoints -----------------------------------------------------

@@ -35,16 +35,6 @@ def dataset_versions(runtime: Runtime) -> list[dict[str, Any]]:
         ]
 
 
-def is_derived(version: str) -> bool:
-    """Whether ``version`` re-tokenizes another version's documents (see `derived_label`)."""
-    return "." in version
-
-
-def derived_label(version: str, tokenizer_version: str) -> str:
-    """The label of ``version``'s documents tokenized for another tokenizer: ``ds-000003.tok-000002``."""
-    return f"{version.split('.', 1)[0]}.{tokenizer_version}"
-
-
 def _documents(runtime: Runtime, keys: list[str], spool: Path) -> Iterator[tuple[str, str]]:
     """(doc_hash, text) of the accepted documents stored with the batches, in batch then acceptance order."""
     for i, key in enumerate(keys):
@@ -70,10 +60,10 @@ def dataset_for_tokenizer(runtime: Runtime, version: str, tokenizer: TokenizerRe
     """The dataset version holding ``version``'s documents tokenized by ``tokenizer``.
 
     A dataset version is keyed by its documents *and* its tokenizer: ``version`` itself when its tokenizer is
-    ``tokenizer`` (same file sha256), else the derived version `derived_label` (made once, from the documents
+    ``tokenizer`` (same file sha256), else the derived version ``<version>.<tokenizer>`` (made once, from the documents
     its batches stored, with the same train/validation split, then found again).
     """
-    label = derived_label(version, tokenizer.version)
+    label = repo.derived_dataset_label(version, tokenizer.version)
     with runtime.metadata.session() as session:
         record = repo.get_dataset_version(session, version)
         if record.tokenizer is not None and record.tokenizer.sha256 == tokenizer.sha256:

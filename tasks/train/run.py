@@ -42,7 +42,7 @@ from model.token_shards import load_manifest, safe_key_path
 from model.tokenizer import TokenizerRef
 from model.train_loop import train
 from model.weights import CONFIG_FILE, WEIGHTS_FILE, read_weights_config
-from tasks.dataset.versions import dataset_for_tokenizer, is_derived
+from tasks.dataset.versions import dataset_for_tokenizer
 from tasks.train.imports import import_model
 from tasks.train.recording import Recorder, checkpoint_prefix, upload_tree
 from tasks.train.replay_plan import planned_config
@@ -94,11 +94,12 @@ def _datasets(runtime: Runtime, version: str | None) -> tuple[str, int, list[str
     """(the ingested version to train, its id, the earlier ingested versions: the replay pool). Versions that
     re-tokenize an ingested one for another tokenizer are not versions of their own here."""
     with runtime.metadata.session() as session:
-        ingested = [d for d in repo.list_dataset_versions(session) if not is_derived(d.version)]
+        ingested = [d for d in repo.list_dataset_versions(session) if not repo.is_derived_dataset(d.version)]
         if version is None:
             if not ingested:
                 raise TrainingError("no dataset version exists yet; run `lmforge ingest SOURCE` first")
             version = ingested[-1].version
+        version = version.split(repo.DERIVED, 1)[0]  # a derived version names the same documents as its source
         record = repo.get_dataset_version(session, version)
         earlier = [d.version for d in ingested if d.id < record.id and d.version != version]
         return version, record.id, earlier

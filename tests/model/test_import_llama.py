@@ -137,6 +137,7 @@ def test_the_same_documents_feed_the_house_tokenizer_and_an_imported_one(tmp_pat
         assert sorted(link.batch_id for link in other.lineage) == sorted(link.batch_id for link in house.lineage)
         assert other.documents == house.documents and other.train_tokens != house.train_tokens
         assert len(repo.list_dataset_versions(session)) == 2
+        assert repo.latest_dataset_version(session).version == house_version  # new data, not re-tokenized data
     manifest = json.loads(workspace.artifacts.get_bytes(f"datasets/{derived}/manifest.json"))
     assert manifest["tokenizer"]["version"] == imported.tokenizer
     assert manifest["documents"] == json.loads(
