@@ -13,6 +13,7 @@ import torch
 from llama_checkpoint import CHAT_TEMPLATE, build_llama, sample_texts, write_gguf
 from tokenizers import Tokenizer
 
+from lmforge_core.metadata import orchestration_repository as orch
 from lmforge_core.metadata import repository as repo
 from lmforge_core.runtime import open_runtime
 from lmforge_core.settings import load_settings
@@ -138,6 +139,7 @@ def test_the_same_documents_feed_the_house_tokenizer_and_an_imported_one(tmp_pat
         assert other.documents == house.documents and other.train_tokens != house.train_tokens
         assert len(repo.list_dataset_versions(session)) == 2
         assert repo.latest_dataset_version(session).version == house_version  # new data, not re-tokenized data
+        assert orch.latest_untrained_dataset(session).version == house_version
     manifest = json.loads(workspace.artifacts.get_bytes(f"datasets/{derived}/manifest.json"))
     assert manifest["tokenizer"]["version"] == imported.tokenizer
     assert manifest["documents"] == json.loads(
