@@ -22,6 +22,7 @@ from pydantic_settings import (
 from lmforge_core.config.dashboard import DashboardConfig
 from lmforge_core.config.data import DataConfig
 from lmforge_core.config.evaluate import EvaluateConfig
+from lmforge_core.config.model import ModelSection
 from lmforge_core.config.orchestration import OrchestrationConfig
 from lmforge_core.config.serving import ServingConfig
 from lmforge_core.config.train import TrainConfig
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
         description="Folder path or s3://bucket/prefix for artifacts; empty means <workspace>/artifacts.",
     )
     model_name: str = Field(default="lmforge", description="Registered model name.")
+    model: ModelSection = Field(default_factory=ModelSection)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Annotated, Any
 
@@ -51,20 +52,42 @@ def _global_options(
     configure(debug=debug, config_file=config)
 
 
+def _render_init(c: Any, d: dict[str, Any]) -> None:
+    c.print(f"[green]initialised[/] workspace {d['workspace']}\n  database  {d['database']} (schema "
+            f"{d['schema_revision']})\n  artifacts {d['artifacts']}")
+    if d.get("base_model"):
+        base = d["base_model"]
+        c.print(f"  base model {base['imported']['model_version']} (tokenizer {base['imported']['tokenizer']}); "
+                f"production is {base['production']}" + ("" if base["installed"] else " (kept: it existed already)"))
+
+
 @app.command()
-def init(as_json: JsonFlag = False) -> None:
-    """Create the workspace and the metadata database (applies migrations)."""
+def init(
+    base_model: Annotated[str | None, typer.Option(
+        "--base-model", help="a Hugging Face Llama folder or .gguf file: imported as the first production model")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create the workspace and the metadata database (applies migrations); with ``--base-model`` (or
+    ``[model] base``) the nights keep that pretrained model current instead of training the house network."""
     rt = runtime()
     rt.artifacts.check()
-    data = {
+    data: dict[str, Any] = {
         "workspace": str(rt.settings.workspace),
         "database": rt.metadata.display_url,
         "schema_revision": rt.metadata.current_revision(),
         "artifacts": rt.artifacts.uri,
     }
-    emit(data, as_json, lambda c, d: c.print(f"[green]initialised[/] workspace {d['workspace']}\n"
-                                              f"  database  {d['database']} (schema {d['schema_revision']})\n"
-                                              f"  artifacts {d['artifacts']}"))
+    base = base_model or rt.settings.model.base
+    if base:
+        from model.weights import WeightsError
+        from tasks.train.imports import install_base
+
+        try:
+            data["base_model"] = dataclasses.asdict(install_base(rt, base))
+        except (WeightsError, ValueError) as exc:
+            raise CliError(str(exc), "point --base-model at a Llama folder (config.json + *.safetensors) "
+                           "or a .gguf file") from exc
+    emit(data, as_json, _render_init)
 
 
 @db_app.command("upgrade")

@@ -119,25 +119,30 @@ def export_hf_command(
         f"[green]exported[/] {d['model_version']} to {d['directory']} (Llama format"
         + (f", tokenizer {d['tokenizer']})" if d["tokenizer"] else ", no tokenizer recorded)")))
 
+def _render_import(c: Console, d: dict[str, Any]) -> None:
+    shape = d["model"]
+    what = "already registered as" if d["found"] else "registered as"
+    c.print(f"[green]imported[/] {d['source']}: {what} {d['model_version']} ({shape['n_layers']} layers, dim "
+            f"{shape['dim']}, vocabulary {shape['vocab_size']}; "
+            + (f"its own tokenizer {d['tokenizer']})" if d["tokenizer"] else "no tokenizer)"))
+    c.print(f"  generate: `lmforge generate-local {d['model_version']} PROMPT`; to keep it current every night: "
+            f"`lmforge init --base-model {d['source']}`")
+
+
 def import_hf_command(
-    directory: Annotated[Path, typer.Argument(help="Hugging Face Llama folder (config.json + safetensors)")],
+    source: Annotated[Path, typer.Argument(help="Hugging Face Llama folder (config.json + safetensors) or .gguf file")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Convert a Llama checkpoint into lmforge weights (continue from it with `train --from DIR`)."""
-    from model.hf_interop import import_hf
-    from model.weights import WeightsError, read_weights_config
+    """Import a pretrained Llama checkpoint as a new model version, with its own tokenizer and chat template."""
+    from model.weights import WeightsError
+    from tasks.train.imports import import_model
 
     rt = runtime()
-    out = rt.settings.workspace / "imports" / directory.resolve().name
     try:
-        digest = import_hf(directory, out)
-    except WeightsError as exc:
-        raise CliError(str(exc), "point at a folder with config.json and *.safetensors") from exc
-    meta = read_weights_config(out)
-    emit({"weights": str(out), "sha256": digest, "model": meta["model"], "tokenizer": meta.get("tokenizer")},
-         as_json, lambda c, d: c.print(f"[green]imported[/] to {d['weights']} "
-                                       f"({d['model']['n_layers']} layers, dim {d['model']['dim']}"
-                                       + (", with its tokenizer)" if d["tokenizer"] else ", no tokenizer)")))
+        imported = import_model(rt, source)
+    except (WeightsError, ValueError) as exc:
+        raise CliError(str(exc), "point at a Llama folder (config.json + *.safetensors) or a .gguf file") from exc
+    emit(dataclasses.asdict(imported) | {"source": str(source)}, as_json, _render_import)
 
 
 def register(app: typer.Typer) -> None:

@@ -240,8 +240,25 @@ def add_tokenizer_version(
     return tokenizer
 
 
-def latest_tokenizer_version(session: Session) -> TokenizerVersion | None:
-    return session.scalar(select(TokenizerVersion).order_by(TokenizerVersion.id.desc()).limit(1))
+def latest_tokenizer_version(session: Session, *, without: str | None = None) -> TokenizerVersion | None:
+    """The newest tokenizer version; with ``without``, the newest whose ``trained_on`` lacks that key."""
+    for tokenizer in session.scalars(select(TokenizerVersion).order_by(TokenizerVersion.id.desc())):
+        if without is None or without not in (tokenizer.trained_on or {}):
+            return tokenizer
+    return None
+
+
+def get_tokenizer_version(session: Session, version: str) -> TokenizerVersion:
+    found = session.scalar(select(TokenizerVersion).where(TokenizerVersion.version == version))
+    if found is None:
+        raise NotFoundError(f"tokenizer version {version!r} does not exist")
+    return found
+
+
+def find_tokenizer_version(session: Session, sha256: str) -> TokenizerVersion | None:
+    """The tokenizer version whose file has this sha256 (the first recorded), if any."""
+    return session.scalar(select(TokenizerVersion).where(TokenizerVersion.sha256 == sha256)
+                          .order_by(TokenizerVersion.id).limit(1))
 
 
 def next_sequence_label(session: Session, model: type[DatasetVersion] | type[TokenizerVersion], prefix: str) -> str:
@@ -297,13 +314,31 @@ def get_dataset_version(session: Session, version: str) -> DatasetVersion:
     return dataset
 
 
+DERIVED = "."  # ``ds-000003.tok-000002``: the documents of ds-000003 tokenized by tok-000002
+
+
+def derived_dataset_label(version: str, tokenizer_version: str) -> str:
+    """The label of ``version``'s documents tokenized by another tokenizer (a derived dataset version)."""
+    return f"{version.split(DERIVED, 1)[0]}{DERIVED}{tokenizer_version}"
+
+
+def is_derived_dataset(version: str) -> bool:
+    return DERIVED in version
+
+
+def find_dataset_version(session: Session, version: str) -> DatasetVersion | None:
+    return session.scalar(select(DatasetVersion).where(DatasetVersion.version == version))
+
+
 def list_dataset_versions(session: Session) -> list[DatasetVersion]:
     stmt = select(DatasetVersion).options(selectinload(DatasetVersion.lineage), selectinload(DatasetVersion.tokenizer))
     return list(session.scalars(stmt.order_by(DatasetVersion.id)))
 
 
 def latest_dataset_version(session: Session) -> DatasetVersion | None:
-    return session.scalar(select(DatasetVersion).order_by(DatasetVersion.id.desc()).limit(1))
+    """The newest ingested dataset version (derived versions re-tokenize one; they are not new data)."""
+    stmt = select(DatasetVersion).where(DatasetVersion.version.not_like(f"%{DERIVED}%"))
+    return session.scalar(stmt.order_by(DatasetVersion.id.desc()).limit(1))
 
 
 # --- training runs, metrics, checkpoints -----------------------------------------------------
