@@ -150,3 +150,10 @@ def save_adapter(model: Transformer, directory: Path, base: str | None = None) -
     atomic_write(directory / ADAPTER_CONFIG, json.dumps(meta, indent=2, sort_keys=True))
     return directory
 
+
+
+def set_adapter_base(directory: Path, base: str) -> None:
+    """Name the model an adapter applies to (``base_model_name_or_path``) in its ``adapter_config.json``."""
+    path = Path(directory) / ADAPTER_CONFIG
+    meta = json.loads(path.read_text()) | {"base_model_name_or_path": base}
+    atomic_write(path, json.dumps(meta, indent=2, sort_keys=True))
