@@ -139,7 +139,8 @@ def save_adapter(model: Transformer, directory: Path, base: str | None = None) -
 
     own = model.peft_config[ADAPTER_NAME]
     names = hf_module_names(model.config.n_layers)
-    targets = sorted({names[path].rpartition(".")[2] for path in own.target_modules})
+    # from the adapted layers, not own.target_modules: PEFT shortens a long list of names to suffixes
+    targets = sorted({names[path].rpartition(".")[2] for path in _lora_layers(model)})
     config = LoraConfig(r=own.r, lora_alpha=own.lora_alpha, lora_dropout=own.lora_dropout, target_modules=targets,
                         bias="none", task_type="CAUSAL_LM", base_model_name_or_path=base)
     directory = Path(directory)
