@@ -55,7 +55,9 @@ def test_two_lora_steps_on_domain_text_lower_smollm2s_loss(smollm2, tmp_path):
     hf = transformers.LlamaForCausalLM.from_pretrained(root / "hf", dtype=torch.float32).eval()
     with torch.no_grad():
         ids = torch.from_numpy(windows)
-        base_loss = float(torch.nn.functional.cross_entropy(hf(ids[:, :-1]).logits.flatten(0, 1), ids[:, 1:].flatten()))
+        hf_base = hf(ids[:, :-1]).logits
+        base_loss = float(torch.nn.functional.cross_entropy(hf_base.flatten(0, 1), ids[:, 1:].flatten()))
+        import_gap = (load_model(root / "ours").eval()(ids[:, :-1]) - hf_base).abs().max().item()
 
     # four windows and a global batch of four: both steps see the same text, so the loss must fall
     spec = make_spec(tmp_path / "run", tmp_path / "data", replay=False, method="lora", steps=2, global_batch=4,
@@ -76,7 +78,9 @@ def test_two_lora_steps_on_domain_text_lower_smollm2s_loss(smollm2, tmp_path):
         ours = load_model(weights).eval()(ids[:, :-1])
         unmerged = peft_model(ids[:, :-1]).logits
         merged = peft_model.merge_and_unload()(ids[:, :-1]).logits
-    # our copy is merged (W + s B A); PEFT merged the same way gives our logits within the fp32 tolerance. Unmerged,
-    # PEFT sums W x + s B (A x) instead: another rounding order over 30 layers (logits ~15), measured 1.04e-4 here.
-    assert (ours - merged).abs().max().item() < 1e-4
-    assert (ours - unmerged).abs().max().item() < 2e-4
+    # The import alone differs from transformers by rounding (1.17e-4 measured on these windows, logits up to 41:
+    # 30 layers summed in another order); the adapter must add no more than the fp32 tolerance to that, merged
+    # (PEFT merging as we do) or unmerged (PEFT summing W x + s B (A x)).
+    assert (ours - merged).abs().max().item() < import_gap + 1e-4
+    assert (ours - unmerged).abs().max().item() < import_gap + 1e-4
+    assert (unmerged - hf_base).abs().max().item() > 100 * (import_gap + 1e-4)  # the adapter moves the logits
