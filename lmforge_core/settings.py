@@ -25,7 +25,7 @@ from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.config.orchestration import OrchestrationConfig
 from lmforge_core.config.serving import ServingConfig
 from lmforge_core.config.train import TrainConfig
-from lmforge_core.redact import mask_url
+from lmforge_core.redact import mask_secrets
 
 DEFAULT_CONFIG_FILE = Path("lmforge.toml")
 
@@ -102,12 +102,7 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """The settings as plain data with every credential masked, safe to print or log."""
-        data = self.model_dump(mode="json")
-        data["database_url"] = mask_url(self.database_url)
-        data["artifact_uri"] = mask_url(self.artifact_uri)
-        for reviewer in data["dashboard"]["reviewers"]:
-            reviewer["password_hash"] = "***"  # noqa: S105 (a mask, not a password)
-        return data
+        return mask_secrets(self.model_dump(mode="json"))
 
 
 def _config_file_in_effect(init_settings: PydanticBaseSettingsSource) -> Path | None:

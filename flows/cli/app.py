@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from flows.cli import dashboard as cli_dashboard
 from flows.cli import data as cli_data
@@ -23,7 +24,7 @@ from flows.cli import study as cli_study
 from flows.cli import train as cli_train
 from flows.cli.common import CliError, configure, debug_enabled, emit, err_console, runtime, settings
 from lmforge_core.artifacts import ArtifactError
-from lmforge_core.metadata import MetadataStoreError
+from lmforge_core.metadata import MetadataStoreError, describe_database_error
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.repository import NotFoundError
 from lmforge_core.redact import mask_text
@@ -193,6 +194,9 @@ def main() -> None:
         app()  # standalone: usage errors and exit codes end in SystemExit here
     except _PERSON_ERRORS as exc:
         _fail(_one_line(exc))
+    except SQLAlchemyError as exc:  # the database went away or refused mid-command: its cause, not the SQL
+        _fail(f"the metadata database failed: {describe_database_error(exc)}; check that it is running and "
+              "reachable (LMFORGE_DATABASE_URL), then run the command again (--debug shows the statement)")
     except Exception as exc:  # the last line of defence: still one line unless --debug
         _fail(f"unexpected {type(exc).__name__}: {mask_text(str(exc))} (re-run with --debug for details)")
 

@@ -85,18 +85,35 @@ def train(
         raise CliError(str(exc), "see the run folder's log and `lmforge status`") from exc
     emit(dataclasses.asdict(result), as_json, _render)
 
+def _export_target(directory: Path, force: bool) -> None:
+    """Refuse a file, or a folder that already holds something unless ``force``: an export writes its files
+    (config.json, model.safetensors, the tokenizer's) over any of the same names, and would leave the others
+    beside them as if they belonged to it."""
+    if directory.exists() and not directory.is_dir():
+        raise CliError(f"{directory} exists and is not a folder", "give a new or empty folder")
+    held = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    if held and not force:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise CliError(f"{directory} is not empty ({shown}): exporting into it would overwrite or mix files",
+                       "give a new or empty folder, or --force to write into this one")
+
+
 def export_hf_command(
     model_version: Annotated[str, typer.Argument(help="version number (3, v3) or alias (production)")],
     directory: Annotated[Path, typer.Argument(help="output folder (config.json + model.safetensors)")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into DIRECTORY even if it holds files (files of the same names are replaced).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Write a model version as a Hugging Face Llama checkpoint, tokenizer included; a LoRA-trained version also
-    gets its PEFT adapter in DIRECTORY/adapter (load it onto its base with peft.PeftModel.from_pretrained)."""
+    """Write a model version as a Hugging Face Llama checkpoint, tokenizer included, into a new or empty folder; a
+    LoRA-trained version also gets its PEFT adapter in DIRECTORY/adapter (load it onto its base with
+    peft.PeftModel.from_pretrained)."""
     from model.adapters import ADAPTER_DIR, set_adapter_base
     from model.hf_interop import export_hf
     from model.registry import fetch_adapter, fetch_weights, split_ref, tokenizer_for_version
     from model.weights import WeightsError
 
+    _export_target(directory, force)
     rt = runtime()
     name, ref = split_ref(rt.settings.model_name, model_version)
     with rt.metadata.session() as session:

@@ -434,12 +434,31 @@ def get_model_version(session: Session, name: str, version: int) -> ModelVersion
     return found
 
 
+MAX_MODEL_VERSION = 2**31 - 1  # the column is a 32-bit integer on every backend
+
+
+def version_number(ref: str) -> int | None:
+    """The number of a version reference (``3``, ``v3``), None when ``ref`` is not one (an alias name).
+
+    Only ASCII digits make a number (``v²`` and ``v٣`` are not, though ``str.isdigit`` says so); a number past
+    :data:`MAX_MODEL_VERSION` names no version and is refused here, not by the database driver."""
+    text_ref = ref.strip()
+    digits = text_ref[1:] if text_ref[:1] in ("v", "V") else text_ref
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    number = int(digits)
+    if number > MAX_MODEL_VERSION:
+        raise NotFoundError(f"model version {ref.strip()[:40]!r} is out of range: version numbers go up to "
+                            f"{MAX_MODEL_VERSION}")
+    return number
+
+
 def resolve_model_version(session: Session, name: str, ref: str) -> ModelVersion:
     """``ref`` is a version number (``3`` or ``v3``) or an alias (``production``)."""
     text_ref = ref.strip()
-    digits = text_ref[1:] if text_ref.lower().startswith("v") else text_ref
-    if digits.isdigit():
-        return get_model_version(session, name, int(digits))
+    number = version_number(text_ref)
+    if number is not None:
+        return get_model_version(session, name, number)
     version = get_alias(session, name, text_ref)
     if version is None:
         raise NotFoundError(f"model {name!r} has no version {ref!r} and no alias of that name")

@@ -79,7 +79,7 @@ from tasks.quality.drift import jensen_shannon
 from tasks.quality.gate import GateResult, run_gate
 
 GATE_FAILED = "quality_gate_failed"
-REPORTED_REMOVALS = 100  # removals listed in `IngestResult` (all of them are in the store and the quarantine)
+REPORTED_REMOVALS = 100  # removals listed in `IngestResult` (all of them are in the quarantine file)
 
 
 @dataclass
@@ -107,7 +107,8 @@ class IngestResult:
     remaining_drops: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     retry_of: int | None = None  # the quarantined or failed batch whose shards this batch re-ran
-    # why records were removed: the first REPORTED_REMOVALS (each with an `explanation`), and how many in all
+    # why records were removed: the first REPORTED_REMOVALS (each with an `explanation`), and how many of them the
+    # metadata store keeps (at most `data.max_removals_per_reason` per reason; `rejected` has every count)
     removals: list[dict[str, Any]] = field(default_factory=list)
     removals_recorded: int = 0
 
@@ -475,7 +476,8 @@ def commit_batch(runtime: Runtime, staged: StagedBatch, gate: GateOutcome, decis
             record_shard(session, t, batch_id, accepted=t.accepted if accepted else 0)
         link_retry(session, staged.retry_of, batch_id)
         _record_validations(session, batch_id, gate)
-        recorded = removals.record_removals(session, batch_id, staged.spool.removals())
+        recorded = removals.record_removals(session, batch_id, staged.spool.removals(),
+                                            runtime.settings.data.max_removals_per_reason)
         if accepted:
             _record_dataset(session, staged, decision)
         repo.finish_batch(session, batch_id, status=decision.status, records_read=staged.read,
