@@ -3,7 +3,7 @@
 Layout under ``<run_dir>/checkpoints``: one folder per tag (``step-000050``) written by DeepSpeed's
 ``save_checkpoint`` (model, optimizer, scheduler, our loop state as client state), plus
 ``rng-rank<r>.safetensors`` per process, ``weights/`` (consolidated fp32 safetensors + config, loadable
-without DeepSpeed) and, written last by rank 0, ``manifest.json`` with the sha256 of every file. A tag
+without DeepSpeed; for a LoRA run the merged model, with the PEFT adapter in ``weights/adapter/``) and, written last by rank 0, ``manifest.json`` with the sha256 of every file. A tag
 without a manifest is incomplete (the process died while writing) and is never resumed from; a tag is
 loaded only after every file matches its manifest and no file outside it is present (DeepSpeed's files are
 pickles: a tampered or planted one must be refused before it is unpickled). :class:`CheckpointManager` does
@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmforge_core.fileio import atomic_write, sha256_file
+from model.adapters import ADAPTER_DIR, has_adapters, merged_state_dict, save_adapter
 from model.configs import ModelConfig
 from model.engine import import_deepspeed, load_checkpoint
 from model.weights import save_weights
@@ -207,6 +208,8 @@ class CheckpointManager:
             _barrier(self.world)
             return None
         save_weights(self._consolidated(engine, tag), model, tag_dir / "weights")
+        if has_adapters(engine.module.model):
+            save_adapter(engine.module.model, tag_dir / "weights" / ADAPTER_DIR)
         info = {"step": loop["step"], "world_size": self.world, "zero_stage": self.zero_stage, "reason": reason,
                 "loop": loop}
         manifest = write_manifest(tag_dir, info)
@@ -217,7 +220,10 @@ class CheckpointManager:
     def _consolidated(self, engine: Any, tag: str) -> dict[str, torch.Tensor]:
         """Full fp32 weights, on rank 0 only: the module's own when it holds them whole in fp32, else
         DeepSpeed's consolidation of the fp32 master copies from the files just written (ZeRO-3 partitions
-        the parameters; 16-bit training keeps the exact weights only in the optimizer's fp32 copies)."""
+        the parameters; 16-bit training keeps the exact weights only in the optimizer's fp32 copies). A LoRA
+        run's module holds its frozen base whole (ZeRO <= 2): its weights are the base with the adapters merged."""
+        if has_adapters(engine.module.model):
+            return merged_state_dict(engine.module.model)
         if self.zero_stage == 3 or (self.zero_stage > 0 and self.precision != "fp32"):
             return fp32_weights_from_zero_files(self.root, tag)
         return {k: v.detach().float().cpu().clone() for k, v in engine.module.model.state_dict().items()}

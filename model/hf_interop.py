@@ -128,23 +128,34 @@ def config_from_hf(cfg: dict[str, Any], source: str = "config.json") -> ModelCon
     )
 
 
-def to_hf_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+# One block's modules: ours -> the Hugging Face Llama modules it holds, in the order a fused projection
+# stacks them (rows of ``wqkv`` are q, k, v; rows of ``w13`` are gate, up). Weights and LoRA adapters
+# (model/adapters.py) are renamed through this one table.
+LAYER_MODULES: dict[str, tuple[str, ...]] = {
+    "attn.wqkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "attn.wo": ("self_attn.o_proj",),
+    "mlp.w13": ("mlp.gate_proj", "mlp.up_proj"),
+    "mlp.w2": ("mlp.down_proj",),
+    "attn_norm": ("input_layernorm",),
+    "mlp_norm": ("post_attention_layernorm",),
+}
+
+
+def fused_sizes(module: str, config: ModelConfig) -> list[int]:
+    """Output rows of each Hugging Face part of one of our fused projections (``attn.wqkv``, ``mlp.w13``)."""
     q, kv = config.n_heads * config.head_dim, config.kv_heads * config.head_dim
+    return {"attn.wqkv": [q, kv, kv], "mlp.w13": [config.hidden, config.hidden]}[module]
+
+
+def to_hf_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
     out = {"model.embed_tokens.weight": state["tok_embeddings.weight"], "model.norm.weight": state["norm.weight"]}
     if not config.tie_embeddings:
         out["lm_head.weight"] = state["output.weight"]
     for i in range(config.n_layers):
-        src, dst = f"layers.{i}.", f"model.layers.{i}."
-        wq, wk, wv = state[src + "attn.wqkv.weight"].split([q, kv, kv], dim=0)
-        gate, up = state[src + "mlp.w13.weight"].split(config.hidden, dim=0)
-        out |= {
-            dst + "self_attn.q_proj.weight": wq, dst + "self_attn.k_proj.weight": wk,
-            dst + "self_attn.v_proj.weight": wv, dst + "self_attn.o_proj.weight": state[src + "attn.wo.weight"],
-            dst + "mlp.gate_proj.weight": gate, dst + "mlp.up_proj.weight": up,
-            dst + "mlp.down_proj.weight": state[src + "mlp.w2.weight"],
-            dst + "input_layernorm.weight": state[src + "attn_norm.weight"],
-            dst + "post_attention_layernorm.weight": state[src + "mlp_norm.weight"],
-        }
+        for ours, theirs in LAYER_MODULES.items():
+            weight = state[f"layers.{i}.{ours}.weight"]
+            parts = weight.split(fused_sizes(ours, config), dim=0) if len(theirs) > 1 else (weight,)
+            out |= {f"model.layers.{i}.{name}.weight": part for name, part in zip(theirs, parts, strict=True)}
     return {k: v.contiguous() for k, v in out.items()}
 
 
@@ -159,15 +170,9 @@ def from_hf_state_dict(hf: dict[str, torch.Tensor], config: ModelConfig, source:
     if not config.tie_embeddings:
         out["output.weight"] = take("lm_head.weight")
     for i in range(config.n_layers):
-        src, dst = f"model.layers.{i}.", f"layers.{i}."
-        out[dst + "attn.wqkv.weight"] = torch.cat(
-            [take(src + f"self_attn.{p}_proj.weight") for p in ("q", "k", "v")], dim=0)
-        out[dst + "attn.wo.weight"] = take(src + "self_attn.o_proj.weight")
-        out[dst + "mlp.w13.weight"] = torch.cat(
-            [take(src + "mlp.gate_proj.weight"), take(src + "mlp.up_proj.weight")], dim=0)
-        out[dst + "mlp.w2.weight"] = take(src + "mlp.down_proj.weight")
-        out[dst + "attn_norm.weight"] = take(src + "input_layernorm.weight")
-        out[dst + "mlp_norm.weight"] = take(src + "post_attention_layernorm.weight")
+        for ours, theirs in LAYER_MODULES.items():
+            parts = [take(f"model.layers.{i}.{name}.weight") for name in theirs]
+            out[f"layers.{i}.{ours}.weight"] = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
     return out
 
 

@@ -20,6 +20,7 @@ from lmforge_core.artifacts import ArtifactStore
 from lmforge_core.config.data import TokenizerConfig
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.store import MetadataStore
+from model.adapters import ADAPTER_CONFIG, ADAPTER_DIR, ADAPTER_WEIGHTS
 from model.configs import ModelConfig
 from model.network import Transformer
 from model.tokenizer import TokenizerRef, load_recorded
@@ -76,8 +77,20 @@ def fetch_weights(artifacts: ArtifactStore, record: dict[str, Any], dest: Path, 
     prefix = record.get("weights")
     if not prefix:
         raise ValueError(f"model {label} has no weights recorded; train a model first")
-    expected = record.get("sha256") or {}
-    for name in (WEIGHTS_FILE, CONFIG_FILE):
+    return _fetch_verified(artifacts, prefix, (WEIGHTS_FILE, CONFIG_FILE), record.get("sha256") or {}, dest, label)
+
+
+def fetch_adapter(artifacts: ArtifactStore, record: dict[str, Any], dest: Path, label: str) -> Path | None:
+    """Download the LoRA adapter of a model version (PEFT's two files) into ``dest``; None when it has none."""
+    if not record.get("adapter"):
+        return None
+    expected = {k.removeprefix(f"{ADAPTER_DIR}/"): v for k, v in (record.get("sha256") or {}).items()}
+    return _fetch_verified(artifacts, record["adapter"], (ADAPTER_CONFIG, ADAPTER_WEIGHTS), expected, dest, label)
+
+
+def _fetch_verified(artifacts: ArtifactStore, prefix: str, names: tuple[str, ...], expected: dict[str, str],
+                    dest: Path, label: str) -> Path:
+    for name in names:
         path = dest / name
         artifacts.get_file(f"{prefix}/{name}", path)
         if name in expected and sha256_file(path) != expected[name]:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from model.adapters import apply_lora
 from model.checkpointing import CheckpointManager, latest_tag, tag_for
 from model.continual import TrainModule, build_regularizer
 from model.data import DataMix
@@ -108,6 +109,11 @@ class Trainer:
                 raise WeightsError(f"weights in {self.job.init_weights} have shape {shape} but the run asks for "
                                    f"{self.job.model}")
             load_into(model, state, self.job.init_weights)
+        if self.cfg.method == "lora":
+            if not self.job.init_weights:
+                raise ValueError("train.method lora adapts a trained model: give the run starting weights "
+                                 "(production or an imported checkpoint), not scratch")
+            apply_lora(model, self.cfg)
         return model
 
     def _build_data(self) -> DataMix:
@@ -203,7 +209,9 @@ class Trainer:
         self.events.emit("start", step=loop.step, data_step=loop.data_step, world_size=self.world,
                          zero_stage=self.cfg.zero_stage, precision=self.precision, resumed_from=self.job.resume_tag,
                          universal=self.universal, replay_fraction=self.data.replay_fraction(),
-                         sources=self.data.versions, num_params=self.model.num_params(), peak_flops=self.peak,
+                         sources=self.data.versions, num_params=self.model.num_params(),
+                         trainable_params=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+                         method=self.cfg.method, peak_flops=self.peak,
                          fused_ops=self.cfg.fused_ops)
         self.engine.train()
         while loop.step < self.cfg.steps:

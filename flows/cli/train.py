@@ -53,6 +53,13 @@ def train(
     source: Annotated[str, typer.Option("--from", help="production, scratch, or a Hugging Face folder")] = "production",
     processes: Annotated[int | None, typer.Option("--processes", min=1, help="training processes")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="resume this run id from its last checkpoint")] = None,
+    method: Annotated[str | None, typer.Option("--method", help="full (every weight) or lora (PEFT adapters)")] = None,
+    lora_rank: Annotated[int | None, typer.Option("--lora-rank", min=1, help="LoRA rank r")] = None,
+    lora_alpha: Annotated[float | None, typer.Option("--lora-alpha", help="LoRA alpha (scale alpha / r)")] = None,
+    lora_dropout: Annotated[float | None, typer.Option("--lora-dropout", help="dropout on the LoRA input")] = None,
+    lora_targets: Annotated[str | None, typer.Option(
+        "--lora-targets", help="comma-separated Hugging Face names: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,"
+                               "down_proj")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train (continual: new data + replay) and record a run and a new candidate model version."""
@@ -62,6 +69,8 @@ def train(
 
     rt = runtime()
     total = steps or rt.settings.train.steps
+    options = {"method": method, "lora_rank": lora_rank, "lora_alpha": lora_alpha, "lora_dropout": lora_dropout,
+               "lora_targets": [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None}
     try:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console,
@@ -71,7 +80,7 @@ def train(
                 result = resume_training(rt, resume, processes=processes, progress=on_event)
             else:
                 result = run_training(rt, dataset=dataset, steps=steps, network=model_config, source=source,
-                                      processes=processes, progress=on_event)
+                                      processes=processes, progress=on_event, options=options)
     except (TrainingError, WeightsError, DataError, ValueError) as exc:
         raise CliError(str(exc), "see the run folder's log and `lmforge status`") from exc
     emit(dataclasses.asdict(result), as_json, _render)
@@ -96,9 +105,12 @@ def export_hf_command(
         "--force", help="Write into DIRECTORY even if it holds files (files of the same names are replaced).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Write a model version as a Hugging Face Llama checkpoint, tokenizer included, into a new or empty folder."""
+    """Write a model version as a Hugging Face Llama checkpoint, tokenizer included, into a new or empty folder; a
+    LoRA-trained version also gets its PEFT adapter in DIRECTORY/adapter (load it onto its base with
+    peft.PeftModel.from_pretrained)."""
+    from model.adapters import ADAPTER_DIR, set_adapter_base
     from model.hf_interop import export_hf
-    from model.registry import fetch_weights, split_ref, tokenizer_for_version
+    from model.registry import fetch_adapter, fetch_weights, split_ref, tokenizer_for_version
     from model.weights import WeightsError
 
     _export_target(directory, force)
@@ -111,13 +123,18 @@ def export_hf_command(
     try:
         with tempfile.TemporaryDirectory() as tmp:
             export_hf(fetch_weights(rt.artifacts, record, Path(tmp), label), directory, tokenizer)
+        adapter = fetch_adapter(rt.artifacts, record, directory / ADAPTER_DIR, label)
+        if adapter is not None and record.get("adapter_base"):
+            set_adapter_base(adapter, record["adapter_base"])
     except (WeightsError, ValueError) as exc:
         raise CliError(str(exc), "train a model first, or restore its artifacts") from exc
     data = {"model_version": label, "directory": str(directory.resolve()),
-            "tokenizer": tokenizer.version if tokenizer else None}
+            "tokenizer": tokenizer.version if tokenizer else None,
+            "adapter": str(adapter.resolve()) if adapter else None, "adapter_base": record.get("adapter_base")}
     emit(data, as_json, lambda c, d: c.print(
         f"[green]exported[/] {d['model_version']} to {d['directory']} (Llama format"
-        + (f", tokenizer {d['tokenizer']})" if d["tokenizer"] else ", no tokenizer recorded)")))
+        + (f", tokenizer {d['tokenizer']})" if d["tokenizer"] else ", no tokenizer recorded)")
+        + (f"\n  LoRA adapter in {d['adapter']} (base: {d['adapter_base']})" if d["adapter"] else "")))
 
 def _render_import(c: Console, d: dict[str, Any]) -> None:
     shape = d["model"]

@@ -4,6 +4,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+# The Hugging Face Llama projections a LoRA adapter can target (model/adapters.py maps them onto our network).
+LoraTarget = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
 
 class TrainConfig(BaseModel):
     """Training defaults; every field has a default so nothing is required."""
@@ -56,6 +59,15 @@ class TrainConfig(BaseModel):
     fused_ops: Literal["auto", "off"] = Field(
         "auto", description="auto: hand-written CPU backward passes (model/fused_ops.py); off: the plain ops")
     peak_flops: float | None = Field(None, gt=0, description="MFU denominator; None: measured once and cached")
+    method: Literal["full", "lora"] = Field(
+        "full", description="full: train every weight; lora: freeze the base and train PEFT LoRA adapters, merged "
+                            "into the new version's weights (the adapter is kept beside them)")
+    lora_rank: int = Field(8, ge=1, description="LoRA rank r")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha: the update is scaled by alpha / r")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA branch's input")
+    lora_targets: list[LoraTarget] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], min_length=1,
+        description="projections that get adapters, by their Hugging Face Llama names")
 
     @model_validator(mode="after")
     def _batch_fits(self) -> "TrainConfig":
@@ -68,6 +80,18 @@ class TrainConfig(BaseModel):
         if self.hostfile is not None and self.launcher != "deepspeed":
             raise ValueError(f"train.hostfile is set but train.launcher is {self.launcher!r}: only the deepspeed "
                              "launcher reads a hostfile (set train.launcher = \"deepspeed\")")
+        return self
+
+    @model_validator(mode="after")
+    def _lora_fits(self) -> "TrainConfig":
+        if self.method != "lora":
+            return self
+        if self.zero_stage == 3:
+            raise ValueError("train.method lora runs under ZeRO stages 0-2: stage 3 partitions the frozen base "
+                             "weights the adapters are merged into; set train.zero_stage <= 2")
+        if self.regularization != "none":
+            raise ValueError(f"train.regularization {self.regularization!r} anchors every weight and applies to "
+                             "full fine-tuning; LoRA keeps the base frozen: set it to 'none'")
         return self
 
     @model_validator(mode="after")

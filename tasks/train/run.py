@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from lmforge_core.artifacts import ArtifactNotFound
+from lmforge_core.config.train import TrainConfig
 from lmforge_core.fileio import sha256_file
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.models import RunStatus
 from lmforge_core.runtime import Runtime
 from model import checkpointing as ckpt
+from model.adapters import ADAPTER_DIR
 from model.configs import ModelConfig, get_config
 from model.engine import fit_micro_batch, init_single_process, resolve_precision
 from model.job import JOB_FILE, DataMixConfig, JobConfig
@@ -240,6 +242,11 @@ def _finish(runtime: Runtime, run_id: str, run_pk: int, base_id: int | None, rec
     prefix = f"models/{runtime.settings.model_name}/{run_id}"
     files = upload_tree(runtime, weights, prefix)
     checkpoint_key = recorder.checkpoints[-1]["key"] if recorder.checkpoints else resumed_key
+    artifacts = {"weights": prefix, "sha256": files, "checkpoint": checkpoint_key,
+                 "dataset_version": job.data.dataset_version, "model_config": job.model.to_dict(),
+                 "method": job.train.method, "tokenizer": _dataset_tokenizer(runtime, job.data.dataset_version)}
+    if (weights / ADAPTER_DIR).is_dir():
+        artifacts["adapter"] = f"{prefix}/{ADAPTER_DIR}"
     summary = {k: v for k, v in done.items() if k not in ("type", "time")} | {
         "incidents": recorder.incidents[-50:], "checkpoints": recorder.checkpoints,
         "replay_fraction": (recorder.start or {}).get("replay_fraction"),
@@ -247,10 +254,9 @@ def _finish(runtime: Runtime, run_id: str, run_pk: int, base_id: int | None, rec
     }
     with runtime.metadata.session() as session:
         version = repo.register_model_version(
-            session, name=runtime.settings.model_name, training_run_pk=run_pk, parent_id=base_id,
-            artifacts={"weights": prefix, "sha256": files, "checkpoint": checkpoint_key,
-                       "dataset_version": job.data.dataset_version, "model_config": job.model.to_dict(),
-                       "tokenizer": _dataset_tokenizer(runtime, job.data.dataset_version)})
+            session, name=runtime.settings.model_name, training_run_pk=run_pk, parent_id=base_id, artifacts=artifacts)
+        if "adapter" in artifacts:  # what the adapter applies to: the parent version (an import is one too)
+            version.artifacts = artifacts | {"adapter_base": version.parent.label}
         repo.set_alias(session, name=runtime.settings.model_name, alias=CANDIDATE, model_version_id=version.id,
                        actor="train", reason=f"trained by {run_id}")
         repo.finish_run(session, run_id, status=RunStatus.SUCCEEDED, summary=summary | {"model_version": version.label})
@@ -281,12 +287,14 @@ def _run(runtime: Runtime, job: JobConfig, run_id: str, run_pk: int, base_id: in
 
 def run_training(runtime: Runtime, *, dataset: str | None = None, steps: int | None = None,
                  network: str | None = None, source: str = PRODUCTION, processes: int | None = None,
-                 progress: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+                 progress: Callable[[dict[str, Any]], None] | None = None,
+                 options: dict[str, Any] | None = None) -> TrainResult:
     """Train on ``dataset`` (latest by default) mixed with replay of all earlier versions, starting from
-    ``source`` (``production``, ``scratch`` or a Hugging Face folder); record the run and a candidate."""
+    ``source`` (``production``, ``scratch`` or a Hugging Face folder); record the run and a candidate.
+    ``options`` overrides training settings (``method``, ``lora_rank``, ...), validated as the settings are."""
     settings = runtime.settings
-    cfg = settings.train.model_copy(update={k: v for k, v in {"steps": steps, "network": network,
-                                                              "processes": processes}.items() if v is not None})
+    given = {"steps": steps, "network": network, "processes": processes} | (options or {})
+    cfg = TrainConfig.model_validate(settings.train.model_dump() | {k: v for k, v in given.items() if v is not None})
     cfg = cfg.model_copy(update={"peak_flops": cfg.peak_flops or peak_flops(
         resolve_precision(cfg.precision), settings.workspace / "peak_flops.json")})
     requested, dataset_pk, earlier = _datasets(runtime, dataset)
@@ -303,6 +311,9 @@ def run_training(runtime: Runtime, *, dataset: str | None = None, steps: int | N
         for v in [version, *earlier]:
             fetch_dataset(runtime, v, cache)
         manifest = load_manifest(cache, version)
+        if cfg.method == "lora" and init_weights is None:
+            raise TrainingError(f"train.method lora adapts a trained model, but the run starts from {described}: "
+                                "train a full model first, or start from a Hugging Face folder (--from DIR)")
         if init_weights:
             model = ModelConfig.from_dict(read_weights_config(Path(init_weights))["model"])
         else:

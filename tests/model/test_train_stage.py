@@ -223,3 +223,48 @@ def test_training_without_any_dataset_names_the_command_that_makes_one(tmp_path)
         run_training(runtime, source="scratch")
     assert "ingest" in {c.name or c.callback.__name__ for c in app.registered_commands}
     runtime.metadata.dispose()
+
+
+def test_lora_nights_chain_through_production_and_export_hf_writes_merged_model_and_adapter(rt, tmp_path,
+                                                                                          monkeypatch):
+    import torch
+    import transformers
+    from peft import PeftModel
+
+    from flows.cli import app
+
+    torch.manual_seed(6)
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   tie_word_embeddings=True, rope_theta=100000.0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "base")
+    monkeypatch.setenv("LMFORGE_WORKSPACE", str(rt.settings.workspace))
+    monkeypatch.setenv("LMFORGE_TRAIN__STEPS", "2")
+    monkeypatch.setenv("LMFORGE_TRAIN__THREADS", "1")
+    runner = CliRunner()
+    lora = ["--method", "lora", "--lora-rank", "4", "--lora-targets", "q_proj,v_proj,down_proj", "--json"]
+    out = runner.invoke(app, ["train", "--from", str(tmp_path / "base"), *lora])
+    assert out.exit_code == 0, out.output
+    with rt.metadata.session() as session:
+        repo.set_alias(session, name="lmforge", alias="production", model_version_id=1, actor="test", reason="")
+    out = runner.invoke(app, ["train", *lora])  # the next night starts from production
+    assert out.exit_code == 0, out.output
+
+    idx = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(2))
+    for version, base in (("1", tmp_path / "base"), ("2", tmp_path / "v1")):
+        out = runner.invoke(app, ["export-hf", version, str(tmp_path / f"v{version}"), "--json"])
+        assert out.exit_code == 0, out.output
+        data = last_json(out.stdout)
+        expected_base = str((tmp_path / "base").resolve()) if version == "1" else "lmforge:v1"
+        assert data["adapter_base"] == expected_base
+        adapter = json.loads((tmp_path / f"v{version}" / "adapter" / "adapter_config.json").read_text())
+        assert adapter["base_model_name_or_path"] == expected_base
+        assert adapter["target_modules"] == ["down_proj", "q_proj", "v_proj"] and adapter["r"] == 4
+        merged = transformers.LlamaForCausalLM.from_pretrained(tmp_path / f"v{version}").eval()
+        peft_model = PeftModel.from_pretrained(transformers.LlamaForCausalLM.from_pretrained(base),
+                                               tmp_path / f"v{version}" / "adapter").eval()
+        with torch.no_grad():
+            assert (merged(idx).logits - peft_model(idx).logits).abs().max().item() < 1e-4
+
+    out = runner.invoke(app, ["train", "--from", "scratch", "--method", "lora"])
+    assert out.exit_code != 0 and "adapts a trained model" in str(out.exception)
