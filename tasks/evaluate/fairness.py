@@ -31,7 +31,7 @@ from model.eval_metrics import (
     sentiment,
 )
 from model.network import Transformer
-from model.scoring import sequence_logliks
+from model.scoring import sequence_logliks, span_scores
 from model.tokenizer import TokenizerRef
 from tasks.evaluate.probes import CounterfactualSet, PairSet
 
@@ -54,12 +54,14 @@ def _gap(scores: dict[str, np.ndarray], cfg: EvaluateConfig) -> GroupGap:
 
 def _tail_logliks(model: Transformer, tokenizer: TokenizerRef, heads: Sequence[str],
                   tails: Sequence[str]) -> np.ndarray:
-    """log p(tail | head) of each pair: the full sequence's log-likelihood minus the head's, with head and
-    tail encoded separately so the head's tokens are exactly a prefix of the full sequence."""
-    head_ids = [tokenizer.encode(h) for h in heads]
-    full_ids = [h + tokenizer.encode(t) for h, t in zip(head_ids, tails, strict=True)]
-    prefix = [tokenizer.eos_id]
-    return sequence_logliks(model, full_ids, prefix=prefix) - sequence_logliks(model, head_ids, prefix=prefix)
+    """log p(tail | head) of each pair, from one forward pass of the whole sequence scored from the tail's
+    first token on; head and tail are encoded separately so the head's tokens are exactly a prefix."""
+    rows, starts = [], []
+    for head, tail in zip(heads, tails, strict=True):
+        row = [tokenizer.eos_id, *tokenizer.encode(head)]
+        rows.append(row + tokenizer.encode(tail))
+        starts.append(len(row))
+    return np.array([s.loglik for s in span_scores(model, rows, starts)], dtype=np.float64)
 
 
 def counterfactual_loglik(model: Transformer, tokenizer: TokenizerRef, probes: CounterfactualSet,
