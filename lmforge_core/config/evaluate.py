@@ -45,8 +45,9 @@ class EvaluateConfig(BaseModel):
     batch_windows: int = Field(8, ge=1, description="validation windows per forward pass")
     batch_rows: int = Field(64, ge=1, description="probe sequences per scoring pass and prompts per decoding "
                             "batch (length-sorted)")
-    threads: int | None = Field(None, ge=1, description="torch threads while evaluating (None: torch's default, "
-                                "one per core; 1 is faster on a machine shared with other work)")
+    threads: int | None = Field(1, ge=1, description="torch threads while evaluating; 1 suits a small machine "
+                                "shared with other work (decoding's many small steps stall a thread pool whose "
+                                "threads wait on each other); None: torch's default, one per core")
     max_windows: int | None = Field(None, ge=1, description="cap per dataset version (None: the whole split)")
     prompt_tokens: int = Field(32, ge=1, description="continuation task: prompt length k")
     reference_tokens: int = Field(32, ge=1, description="continuation task: reference length m")
