@@ -108,19 +108,25 @@ def top_p_mask(logits: torch.Tensor, top_p: float, candidates: int = 1024) -> to
     """True for tokens outside the smallest set (by descending probability) whose mass reaches ``top_p``.
 
     Sorting a large vocabulary for every row and step is most of a sampling step's cost, so the ``candidates``
-    most probable tokens are ranked first; when they reach ``top_p`` in every row, every token after them
-    has at least that mass before it and is dropped, exactly as a full sort would decide; otherwise the
-    rows are sorted in full."""
+    most probable tokens are ranked first; in a row where they reach ``top_p``, every token after them has
+    at least that mass before it and is dropped, exactly as a full sort decides; the other rows are sorted
+    in full."""
     probs = torch.softmax(logits, dim=-1)
     ranked, order = probs.topk(min(candidates, probs.shape[-1]), dim=-1)
-    cumulative = ranked.cumsum(-1)
-    if ranked.shape[-1] < probs.shape[-1] and not bool((cumulative[:, -1] >= top_p).all()):
-        ranked, order = probs.sort(dim=-1, descending=True)
-        cumulative = ranked.cumsum(-1)
-    mass_before = cumulative - ranked
-    drop_sorted = mass_before >= top_p
-    drop_sorted[:, 0] = False
-    return torch.ones_like(probs, dtype=torch.bool).scatter(1, order, drop_sorted)
+    drop = torch.ones_like(probs, dtype=torch.bool).scatter(1, order, _outside_nucleus(ranked, top_p))
+    short = ranked.cumsum(-1)[:, -1] < top_p
+    if ranked.shape[-1] < probs.shape[-1] and bool(short.any()):
+        rows = short.nonzero()[:, 0]
+        ranked, order = probs[rows].sort(dim=-1, descending=True)
+        drop[rows] = torch.zeros_like(ranked, dtype=torch.bool).scatter(1, order, _outside_nucleus(ranked, top_p))
+    return drop
+
+
+def _outside_nucleus(ranked: torch.Tensor, top_p: float) -> torch.Tensor:
+    """For probabilities sorted in descending order: True where the mass before a token reaches ``top_p``."""
+    drop = ranked.cumsum(-1) - ranked >= top_p
+    drop[:, 0] = False
+    return drop
 
 
 def process_logits(logits: torch.Tensor, generated: torch.Tensor, params: SamplingParams,

@@ -215,10 +215,12 @@ def test_per_row_seeds_make_each_rows_samples_independent_of_the_batch(model):
         generate(model, prompts, params, eos_id=None, pad_id=PAD, seeds=[1, 2])
 
 
-@pytest.mark.parametrize("scale", [0.5, 3.0, 12.0])  # flat rows need the full sort, peaked ones do not
-def test_top_p_from_candidates_equals_the_full_sort(scale):
+@pytest.mark.parametrize("scales", [[0.5], [3.0], [12.0], [0.5, 12.0, 12.0, 0.5, 3.0, 12.0]])
+def test_top_p_from_candidates_equals_the_full_sort(scales):
+    """Flat rows need the full sort, peaked ones do not; a batch may hold both."""
     from model.decoding import top_p_mask
 
+    scale = torch.tensor(scales * (6 // len(scales)))[:, None]
     logits = torch.randn(6, 3000, generator=torch.Generator().manual_seed(7)) * scale
     for top_p in (0.5, 0.9, 0.99):
         full = top_p_mask(logits, top_p, candidates=logits.shape[-1])
