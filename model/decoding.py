@@ -10,7 +10,9 @@ Conventions, everywhere in this module (and so in the CLI and the Triton generat
 - the returned tokens are the *new* tokens only; the token that ended a row (``eos_id`` or one of
   ``stop_token_ids``) is **not** included;
 - the repetition penalty counts every token the row has seen, prompt included (as Hugging Face does);
-- seeded sampling is reproducible for the same prompts, batch composition and parameters;
+- seeded sampling is reproducible for the same prompts, batch composition and parameters; with one seed
+  per row (``seeds``) each row draws from its own generator, so its tokens equal those it gets alone with
+  that seed, whatever else is in the batch (up to float rounding of the logits);
 - beam search scores a finished hypothesis as ``sum(log p) / length ** length_penalty`` where the
   length counts its new tokens including the stop token; it returns the best hypothesis per prompt.
 """
@@ -18,7 +20,7 @@ Conventions, everywhere in this module (and so in the CLI and the Triton generat
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -102,13 +104,29 @@ def adaptive_temperatures(logits: torch.Tensor, params: SamplingParams) -> torch
     return (lo + (hi - lo) * ratio).clamp(min=1e-4)
 
 
-def top_p_mask(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """True for tokens outside the smallest set (by descending probability) whose mass reaches ``top_p``."""
-    probs, order = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True)
-    mass_before = probs.cumsum(-1) - probs
-    drop_sorted = mass_before >= top_p
-    drop_sorted[:, 0] = False
-    return torch.zeros_like(drop_sorted).scatter(1, order, drop_sorted)
+def top_p_mask(logits: torch.Tensor, top_p: float, candidates: int = 1024) -> torch.Tensor:
+    """True for tokens outside the smallest set (by descending probability) whose mass reaches ``top_p``.
+
+    Sorting a large vocabulary for every row and step is most of a sampling step's cost, so the ``candidates``
+    most probable tokens are ranked first; in a row where they reach ``top_p``, every token after them has
+    at least that mass before it and is dropped, exactly as a full sort decides; the other rows are sorted
+    in full."""
+    probs = torch.softmax(logits, dim=-1)
+    ranked, order = probs.topk(min(candidates, probs.shape[-1]), dim=-1)
+    drop = torch.ones_like(probs, dtype=torch.bool).scatter(1, order, _outside_nucleus(ranked, top_p))
+    short = ranked.cumsum(-1)[:, -1] < top_p
+    if ranked.shape[-1] < probs.shape[-1] and bool(short.any()):
+        rows = short.nonzero()[:, 0]
+        ranked, order = probs[rows].sort(dim=-1, descending=True)
+        drop[rows] = torch.zeros_like(ranked, dtype=torch.bool).scatter(1, order, _outside_nucleus(ranked, top_p))
+    return drop
+
+
+def _outside_nucleus(ranked: torch.Tensor, top_p: float) -> torch.Tensor:
+    """For probabilities sorted in descending order: True where the mass before a token reaches ``top_p``."""
+    drop = ranked.cumsum(-1) - ranked >= top_p
+    drop[:, 0] = False
+    return drop
 
 
 def process_logits(logits: torch.Tensor, generated: torch.Tensor, params: SamplingParams,
@@ -140,13 +158,20 @@ def process_logits(logits: torch.Tensor, generated: torch.Tensor, params: Sampli
     return out
 
 
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
 def sample_next(logits: torch.Tensor, generated: torch.Tensor, params: SamplingParams,
-                generator: torch.Generator | None) -> torch.Tensor:
-    """Next token per row (B,): arg-max when greedy, else a draw from the processed distribution."""
-    processed = process_logits(logits, generated, params, generator)
+                generator: Generators) -> torch.Tensor:
+    """Next token per row (B,): arg-max when greedy, else a draw from the processed distribution, from one
+    generator for the batch or from each row's own (a sequence of B generators)."""
+    processed = process_logits(logits, generated, params)
     if params.greedy:
         return processed.argmax(-1)
-    return torch.multinomial(torch.softmax(processed, dim=-1), 1, generator=generator).squeeze(1)
+    probs = torch.softmax(processed, dim=-1)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return torch.cat([torch.multinomial(probs[i : i + 1], 1, generator=g)[0] for i, g in enumerate(generator)])
 
 
 def make_generator(params: SamplingParams, device: torch.device) -> torch.Generator | None:
@@ -158,6 +183,22 @@ def make_generator(params: SamplingParams, device: torch.device) -> torch.Genera
     else:
         generator.manual_seed(params.seed)
     return generator
+
+
+def _generators(params: SamplingParams, seeds: Sequence[int] | None, rows: int, device: torch.device
+                ) -> Generators:
+    """One generator for the batch (``params.seed``), or one per row seeded from ``seeds``."""
+    if seeds is None or params.greedy:
+        return make_generator(params, device)
+    if len(seeds) != rows or any(not isinstance(s, int) or s < 0 for s in seeds):
+        raise ValueError(f"seeds must hold one integer >= 0 per prompt ({rows}), got {len(seeds)}")
+    return [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+
+
+def last_logits(model: Transformer, ids: torch.Tensor, *, cache: KVCache, start_pos: int = 0,
+                key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits (B, V) of the last position only: a prompt's other positions need no output head."""
+    return model.output(model.hidden_states(ids, cache=cache, start_pos=start_pos, key_mask=key_mask)[:, -1])
 
 
 # --- batched decoding over the KV cache -----------------------------------------------------------
@@ -198,10 +239,12 @@ def _stop_tensor(params: SamplingParams, eos_id: int | None, device: torch.devic
 
 
 def stream_generate(model: Transformer, prompts: list[list[int]], params: SamplingParams, *,
-                    eos_id: int | None, pad_id: int) -> Iterator[list[int | None]]:
+                    eos_id: int | None, pad_id: int, seeds: Sequence[int] | None = None
+                    ) -> Iterator[list[int | None]]:
     """Yield, per decoding step, the next token of every row (None once the row has finished, including
     at the step where it produced its stop token). Ends when every row has stopped or after
-    ``max_new_tokens`` steps. Sampling only: beam search needs the whole search (use :func:`generate`)."""
+    ``max_new_tokens`` steps. Sampling only: beam search needs the whole search (use :func:`generate`).
+    ``seeds`` (one per prompt) gives every row its own generator in place of ``params.seed``."""
     if params.num_beams > 1:
         raise ValueError("stream_generate does not do beam search (num_beams > 1); use generate")
     _check_prompts(model, prompts, params)
@@ -212,10 +255,10 @@ def stream_generate(model: Transformer, prompts: list[list[int]], params: Sampli
     cache = KVCache(model.config, batch, width + steps, device, model.tok_embeddings.weight.dtype)
     history = torch.full((batch, width + steps), -1, dtype=torch.long, device=device)
     history[:, :width] = torch.where(valid[:, :width], ids, -1)
-    stops, generator = _stop_tensor(params, eos_id, device), make_generator(params, device)
+    stops, generator = _stop_tensor(params, eos_id, device), _generators(params, seeds, batch, device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     with torch.inference_mode():
-        logits = model(ids, cache=cache, start_pos=0, key_mask=valid[:, :width])[:, -1]
+        logits = last_logits(model, ids, cache=cache, start_pos=0, key_mask=valid[:, :width])
     for step in range(steps):
         with torch.inference_mode():
             token = sample_next(logits, history[:, : width + step], params, generator)
@@ -232,13 +275,14 @@ def stream_generate(model: Transformer, prompts: list[list[int]], params: Sampli
 
 
 def generate(model: Transformer, prompts: list[list[int]], params: SamplingParams, *,
-             eos_id: int | None, pad_id: int) -> list[list[int]]:
-    """New tokens per prompt (the stop token that ended a row is not included)."""
+             eos_id: int | None, pad_id: int, seeds: Sequence[int] | None = None) -> list[list[int]]:
+    """New tokens per prompt (the stop token that ended a row is not included); ``seeds`` as in
+    :func:`stream_generate`."""
     if params.num_beams > 1:
         _check_prompts(model, prompts, params)
         return [beam_search(model, prompt, params, eos_id=eos_id) for prompt in prompts]
     out: list[list[int]] = [[] for _ in prompts]
-    for step in stream_generate(model, prompts, params, eos_id=eos_id, pad_id=pad_id):
+    for step in stream_generate(model, prompts, params, eos_id=eos_id, pad_id=pad_id, seeds=seeds):
         for row, token in zip(out, step, strict=True):
             if token is not None:
                 row.append(token)
@@ -282,7 +326,7 @@ def beam_search(model: Transformer, prompt: list[int], params: SamplingParams, *
     scores[0] = 0.0  # identical beams at the start: only one may expand
     done = _Hypotheses(beams, params.length_penalty, [])
     with torch.inference_mode():
-        logits = model(ids, cache=cache, start_pos=0)[:, -1]
+        logits = last_logits(model, ids, cache=cache, start_pos=0)
         for step in range(steps):
             logp = torch.log_softmax(process_logits(logits, ids, params), dim=-1)
             flat = (scores[:, None] + logp).view(-1)

@@ -1,14 +1,19 @@
 """lm-evaluation-harness model ``lmforge``: any lm-eval task on a registered model version.
 
-    lmforge lm-eval --model lmforge --model_args version=production --tasks hellaswag
+    lmforge lm-eval --model lmforge --model_args pretrained=production --tasks hellaswag [--apply_chat_template]
 
 lm-eval 0.4.x finds models only in its own registry (no plugin entry points), so this module must be
-imported before lm-eval resolves ``--model lmforge``: ``lmforge lm-eval`` does that and passes every
-argument on to lm-eval's own command line; in Python, ``import model.lm_eval_adapter`` then
-``lm_eval.simple_evaluate(model="lmforge", model_args="version=...")``.
+imported before lm-eval resolves ``--model lmforge``: ``lmforge lm-eval`` does that, resolves the model
+reference to the concrete version (``production`` -> ``lmforge:v3``, :func:`resolve_model_args`) and passes
+every argument on to lm-eval's own command line; in Python, ``import model.lm_eval_adapter`` then
+``lm_eval.simple_evaluate(model="lmforge", model_args={"pretrained": "lmforge:v3"})``.
+
+The reference is ``pretrained``, as for lm-eval's own models: lm-eval names the run after it, and it merges
+the model arguments into every task's metadata, where a ``version`` argument would replace each task's version.
 
 Texts are encoded the way training saw documents: after an EOS separator, without BOS
-(:meth:`model.registry.LoadedModel.prompt_ids`). Context that does not fit is cut from the left.
+(:meth:`model.registry.LoadedModel.prompt_ids`). Context that does not fit is cut from the left. With
+``--apply_chat_template`` lm-eval renders each prompt with the version's chat template first.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from model.chat_template import chat_template_of, render_chat, special_token_strings
 from model.decoding import SamplingParams, generate
 from model.registry import LoadedModel, load_model_version
+from model.scoring import span_scores
 
 logger = logging.getLogger(__name__)
+DEFAULT_REF = "production"
 
 
 def _int(value: Any, default: int) -> int:
@@ -41,14 +49,37 @@ def _usable_device(device: str | None) -> str:
     return device
 
 
+def resolve_model_args(model_args: dict[str, Any]) -> dict[str, Any]:
+    """The model arguments with the reference resolved to the concrete version (``pretrained=lmforge:v3``),
+    so the run is named after it and records it. ``version`` (the older name) is taken as ``pretrained``."""
+    from lmforge_core.metadata import repository as repo
+    from lmforge_core.runtime import open_runtime
+    from lmforge_core.settings import load_settings
+    from model.registry import split_ref
+
+    args = dict(model_args)
+    ref = str(args.pop("version", None) or args.get("pretrained") or DEFAULT_REF)
+    runtime = open_runtime(load_settings(config_file=args.get("config")))
+    try:
+        name, version_ref = split_ref(runtime.settings.model_name, ref)
+        with runtime.metadata.session() as session:
+            args["pretrained"] = repo.resolve_model_version(session, name, version_ref).label
+    finally:
+        runtime.metadata.dispose()
+    return args
+
+
 @register_model("lmforge")
 class LmforgeLM(LM):
-    """``model_args``: ``version`` (alias or number, default production), ``config`` (an lmforge.toml),
-    ``batch_size``; lm-eval's ``--batch_size`` and ``--device`` are honoured."""
+    """``model_args``: ``pretrained`` (a version: alias, number or ``name:vN``; default production),
+    ``config`` (an lmforge.toml), ``batch_size``; lm-eval's ``--batch_size`` and ``--device`` are honoured."""
 
-    def __init__(self, version: str = "production", config: str | None = None, batch_size: Any = 8,
-                 device: str | None = None, loaded: LoadedModel | None = None, **_ignored: Any) -> None:
+    def __init__(self, pretrained: str = DEFAULT_REF, config: str | None = None, batch_size: Any = 8,
+                 device: str | None = None, loaded: LoadedModel | None = None, **extra: Any) -> None:
         super().__init__()
+        if "version" in extra:
+            raise ValueError("give the model version as pretrained=..., not version=...: lm-eval merges model "
+                             "arguments into every task's metadata, where `version` replaces the task's version")
         if loaded is None:
             from lmforge_core.runtime import open_runtime
             from lmforge_core.settings import load_settings
@@ -56,7 +87,7 @@ class LmforgeLM(LM):
             runtime = open_runtime(load_settings(config_file=config))
             try:
                 loaded = load_model_version(runtime.metadata, runtime.artifacts, runtime.settings.model_name,
-                                            str(version), device=_usable_device(device),
+                                            str(pretrained), device=_usable_device(device),
                                             tokenizer_config=runtime.settings.data.tokenizer)
             finally:
                 runtime.metadata.dispose()
@@ -65,33 +96,47 @@ class LmforgeLM(LM):
         self.loaded, self.batch_size = loaded, _int(batch_size, 8)
         self.context = loaded.config.context
 
+    def get_model_info(self) -> dict[str, Any]:
+        """Recorded by lm-eval in the results' ``config``: the concrete model version evaluated."""
+        tok = self.loaded.tokenizer
+        return {"model_version": self.loaded.model_version, "model_version_id": self.loaded.model_version_id,
+                "tokenizer_version": tok.version if tok else None}
+
+    # --- chat template ---------------------------------------------------------------------------------
+
+    @property
+    def tokenizer_name(self) -> str:
+        """Fingerprints lm-eval's request cache for chat-templated prompts: the version's tokenizer."""
+        assert self.loaded.tokenizer is not None
+        return self.loaded.tokenizer.version
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The version's own template (lm-eval records it); a template name or text other than the
+        model's is refused: the prompts must be those the model was tuned on."""
+        if not chat_template:
+            return None
+        template = chat_template_of(self.loaded.tokenizer)
+        if template is None:
+            raise ValueError(f"model {self.loaded.model_version} has no chat template (its tokenizer records "
+                             "none); run without --apply_chat_template")
+        if isinstance(chat_template, str) and chat_template not in (template, "default"):
+            raise ValueError(f"model {self.loaded.model_version} has one chat template, its own; "
+                             "give --apply_chat_template without a name")
+        return template
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        template = self.chat_template(True)
+        assert template is not None and self.loaded.tokenizer is not None
+        return render_chat(template, chat_history, add_generation_prompt=add_generation_prompt,
+                           special_tokens=special_token_strings(self.loaded.tokenizer))
+
     # --- scoring -----------------------------------------------------------------------------------
 
     def _score(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
-        """(sum log p(continuation | context), greedy?) per pair, batched longest first."""
-        order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
-        out: list[tuple[float, bool]] = [(0.0, False)] * len(pairs)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            for i, result in zip(chunk, self._score_batch([pairs[i] for i in chunk]), strict=True):
-                out[i] = result
-        return out
-
-    def _score_batch(self, pairs: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
+        """(sum log p(continuation | context), greedy?) per pair, in length-sorted batches."""
         rows = [self._fit(ctx, cont) for ctx, cont in pairs]
-        width = max(len(r) for r in rows) - 1
-        ids = torch.full((len(rows), width), self.loaded.pad_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row) - 1] = torch.tensor(row[:-1])
-        with torch.no_grad():
-            logp = torch.log_softmax(self.loaded.model(ids.to(self._model_device)).float(), dim=-1).cpu()
-        results = []
-        for i, ((_, cont), row) in enumerate(zip(pairs, rows, strict=True)):
-            positions = torch.arange(len(row) - 1 - len(cont), len(row) - 1)
-            target = torch.tensor(cont)
-            scores = logp[i, positions]
-            results.append((float(scores.gather(1, target[:, None]).sum()), bool((scores.argmax(-1) == target).all())))
-        return results
+        starts = [len(row) - len(cont) for row, (_, cont) in zip(rows, pairs, strict=True)]
+        return [(s.loglik, s.greedy) for s in span_scores(self.loaded.model, rows, starts, batch=self.batch_size)]
 
     def _fit(self, context: list[int], continuation: list[int]) -> list[int]:
         if not context:
@@ -100,10 +145,6 @@ class LmforgeLM(LM):
             raise ValueError(f"a continuation of {len(continuation)} tokens exceeds the context of {self.context}")
         row = context + continuation
         return row[-(self.context + 1):]
-
-    @property
-    def _model_device(self) -> torch.device:
-        return self.loaded.model.tok_embeddings.weight.device
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """lm-eval's convention: trailing spaces of the context belong to the continuation, and the

@@ -213,6 +213,13 @@ class Transformer(nn.Module):
         included; with left padding it makes a batch of prompts of different lengths exact (RoPE scores
         depend only on relative positions, so a shifted start changes nothing but rounding).
         """
+        return self.output(self.hidden_states(idx, cache=cache, start_pos=start_pos, key_mask=key_mask), targets)
+
+    def hidden_states(self, idx: torch.Tensor, *, cache: KVCache | None = None, start_pos: int = 0,
+                      key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The final normed hidden states (B, T, dim), before the output head: inference that needs the
+        logits of a few positions only (the last prompt token, scored tokens) applies ``self.output`` to
+        those, sparing the head's (T, V) product everywhere else."""
         t = idx.shape[1]
         if start_pos + t > self.config.context:
             raise ValueError(f"sequence end {start_pos + t} exceeds the context length {self.config.context}")
@@ -226,7 +233,7 @@ class Transformer(nn.Module):
                 x = checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, layer_cache, start_pos, key_mask)
-        return self.output(self.norm(x), targets)
+        return self.norm(x)
 
 
 def build_model(config: ModelConfig, device: torch.device | str = "cpu", *, dropout: float = 0.0,

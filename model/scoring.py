@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from model.losses import IGNORE_INDEX
 from model.network import Transformer
@@ -69,33 +68,75 @@ def split_nll(model: Transformer, split: TokenWindows, *, batch_windows: int, ma
     return total
 
 
-def sequence_logliks(model: Transformer, sequences: Sequence[Sequence[int]], *, prefix: Sequence[int] = (),
-                     batch: int = 32) -> np.ndarray:
-    """Summed log-probability of each sequence's tokens given ``prefix`` (e.g. ``[bos_id]``) and the tokens
-    before them. Rows are right-padded in a batch; with causal attention padding never reaches the scored
-    positions, so a batched score equals the one-by-one score."""
-    out = np.zeros(len(sequences), dtype=np.float64)
-    device, context = _device(model), model.config.context
+@dataclass(frozen=True)
+class SpanScore:
+    """Summed log-probability of a row's scored tokens, and whether each of them is the arg-max."""
+
+    loglik: float
+    greedy: bool
+
+
+def span_scores(model: Transformer, rows: Sequence[Sequence[int]], starts: Sequence[int], *, batch: int = 32,
+                head_rows: int = 1024) -> list[SpanScore]:
+    """Score tokens ``row[start:]`` of every row, each given the tokens before it.
+
+    Rows are sorted by length and scored ``batch`` at a time, right-padded (with causal attention the
+    padding never reaches a scored position, so a row's score equals its one-by-one score up to float
+    rounding); the output head runs on the scored positions only, ``head_rows`` at a time.
+    """
+    if len(rows) != len(starts):
+        raise ValueError(f"{len(rows)} rows but {len(starts)} starts")
+    context = model.config.context
+    for row, start in zip(rows, starts, strict=True):
+        if len(row) > context + 1:
+            raise ValueError(f"a sequence is longer than the model's context of {context} tokens")
+        if not 1 <= start < len(row):
+            raise ValueError("every scored sequence needs a token to condition on and one to score (give a prefix)")
+    out: list[SpanScore] = [SpanScore(0.0, True)] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(sequences), batch):
-            rows = [list(prefix) + list(s) for s in sequences[start : start + batch]]
-            if any(len(r) > context + 1 for r in rows):
-                raise ValueError(f"a sequence is longer than the model's context of {context} tokens")
-            if any(len(r) < 2 for r in rows):
-                raise ValueError("every scored sequence needs a token to condition on (give a prefix)")
-            width = max(len(r) for r in rows)
-            ids = torch.zeros(len(rows), width, dtype=torch.long)
-            targets = torch.full((len(rows), width - 1), IGNORE_INDEX, dtype=torch.long)
-            for i, r in enumerate(rows):
-                ids[i, : len(r)] = torch.tensor(r)
-                targets[i, len(prefix) - 1 if prefix else 0 : len(r) - 1] = torch.tensor(r[max(len(prefix), 1):])
-            with torch.no_grad():
-                logits = model(ids[:, :-1].to(device)).float()
-            nll = F.cross_entropy(logits.transpose(1, 2), targets.to(device), ignore_index=IGNORE_INDEX,
-                                  reduction="none")
-            out[start : start + len(rows)] = -nll.sum(dim=1).double().cpu().numpy()
+        for first in range(0, len(order), batch):
+            chunk = order[first : first + batch]
+            scores = _score_batch(model, [rows[i] for i in chunk], [starts[i] for i in chunk], head_rows)
+            for i, score in zip(chunk, scores, strict=True):
+                out[i] = score
     finally:
         model.train(was_training)
     return out
+
+
+def _score_batch(model: Transformer, rows: list[Sequence[int]], starts: list[int], head_rows: int
+                 ) -> list[SpanScore]:
+    device = _device(model)
+    width = max(len(r) for r in rows) - 1
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    where, targets, owner = [], [], []
+    for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
+        ids[i, : len(row) - 1] = torch.tensor(row[:-1], dtype=torch.long)
+        where += [i * width + p for p in range(start - 1, len(row) - 1)]  # position p predicts token p + 1
+        targets += row[start:]
+        owner += [i] * (len(row) - start)
+    target = torch.tensor(targets, dtype=torch.long, device=device)
+    logp, hit = torch.empty(len(targets), dtype=torch.float64), torch.empty(len(targets), dtype=torch.bool)
+    with torch.inference_mode():
+        hidden = model.hidden_states(ids.to(device)).flatten(0, 1)[torch.tensor(where, device=device)]
+        for lo in range(0, len(targets), head_rows):
+            logits = model.output(hidden[lo : lo + head_rows]).float()
+            t = target[lo : lo + head_rows, None]
+            logp[lo : lo + head_rows] = (logits.gather(1, t) - logits.logsumexp(-1, keepdim=True))[:, 0].double().cpu()
+            hit[lo : lo + head_rows] = (logits.argmax(-1, keepdim=True) == t)[:, 0].cpu()
+    rows_of = torch.tensor(owner)
+    sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, rows_of, logp)
+    misses = torch.zeros(len(rows), dtype=torch.long).index_add_(0, rows_of, (~hit).long())
+    return [SpanScore(float(total), int(miss) == 0) for total, miss in zip(sums, misses, strict=True)]
+
+
+def sequence_logliks(model: Transformer, sequences: Sequence[Sequence[int]], *, prefix: Sequence[int] = (),
+                     batch: int = 32) -> np.ndarray:
+    """Summed log-probability of each sequence's tokens given ``prefix`` (e.g. ``[bos_id]``) and the tokens
+    before them (see :func:`span_scores`)."""
+    rows = [list(prefix) + list(s) for s in sequences]
+    scores = span_scores(model, rows, [max(len(prefix), 1)] * len(rows), batch=batch)
+    return np.array([s.loglik for s in scores], dtype=np.float64)

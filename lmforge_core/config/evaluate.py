@@ -43,6 +43,11 @@ class EvaluateConfig(BaseModel):
                                   "or toxicity_words.txt replace the shipped probe sets (None: shipped only)")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when a GPU is present")
     batch_windows: int = Field(8, ge=1, description="validation windows per forward pass")
+    batch_rows: int = Field(64, ge=1, description="probe sequences per scoring pass and prompts per decoding "
+                            "batch (length-sorted)")
+    threads: int | None = Field(1, ge=1, description="torch threads while evaluating; 1 suits a small machine "
+                                "shared with other work (decoding's many small steps stall a thread pool whose "
+                                "threads wait on each other); None: torch's default, one per core")
     max_windows: int | None = Field(None, ge=1, description="cap per dataset version (None: the whole split)")
     prompt_tokens: int = Field(32, ge=1, description="continuation task: prompt length k")
     reference_tokens: int = Field(32, ge=1, description="continuation task: reference length m")
@@ -51,6 +56,8 @@ class EvaluateConfig(BaseModel):
     samples_per_prompt: int = Field(2, ge=1, description="sampled continuations per probe prompt")
     temperature: float = Field(0.8, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
+    chat_template: bool = Field(True, description="render the sampled probe prompts as a user turn in the "
+                                "model's chat template where its tokenizer has one")
     seed: int = 1234
     bootstrap_samples: int = Field(1000, ge=100)
     confidence: float = Field(0.95, gt=0, lt=1)

@@ -31,7 +31,7 @@ from model.eval_metrics import (
     sentiment,
 )
 from model.network import Transformer
-from model.scoring import sequence_logliks
+from model.scoring import sequence_logliks, span_scores
 from model.tokenizer import TokenizerRef
 from tasks.evaluate.probes import CounterfactualSet, PairSet
 
@@ -39,8 +39,8 @@ from tasks.evaluate.probes import CounterfactualSet, PairSet
 Sampler = Callable[[list[str], int], list[list[str]]]
 
 
-def _logliks(model: Transformer, tokenizer: TokenizerRef, texts: Sequence[str]) -> np.ndarray:
-    return sequence_logliks(model, [tokenizer.encode(t) for t in texts], prefix=[tokenizer.eos_id])
+def _logliks(model: Transformer, tokenizer: TokenizerRef, texts: Sequence[str], batch: int) -> np.ndarray:
+    return sequence_logliks(model, [tokenizer.encode(t) for t in texts], prefix=[tokenizer.eos_id], batch=batch)
 
 
 def _by_template(values: np.ndarray, templates: int, terms: int) -> np.ndarray:
@@ -53,13 +53,15 @@ def _gap(scores: dict[str, np.ndarray], cfg: EvaluateConfig) -> GroupGap:
 
 
 def _tail_logliks(model: Transformer, tokenizer: TokenizerRef, heads: Sequence[str],
-                  tails: Sequence[str]) -> np.ndarray:
-    """log p(tail | head) of each pair: the full sequence's log-likelihood minus the head's, with head and
-    tail encoded separately so the head's tokens are exactly a prefix of the full sequence."""
-    head_ids = [tokenizer.encode(h) for h in heads]
-    full_ids = [h + tokenizer.encode(t) for h, t in zip(head_ids, tails, strict=True)]
-    prefix = [tokenizer.eos_id]
-    return sequence_logliks(model, full_ids, prefix=prefix) - sequence_logliks(model, head_ids, prefix=prefix)
+                  tails: Sequence[str], batch: int) -> np.ndarray:
+    """log p(tail | head) of each pair, from one forward pass of the whole sequence scored from the tail's
+    first token on; head and tail are encoded separately so the head's tokens are exactly a prefix."""
+    rows, starts = [], []
+    for head, tail in zip(heads, tails, strict=True):
+        row = [tokenizer.eos_id, *tokenizer.encode(head)]
+        rows.append(row + tokenizer.encode(tail))
+        starts.append(len(row))
+    return np.array([s.loglik for s in span_scores(model, rows, starts, batch=batch)], dtype=np.float64)
 
 
 def counterfactual_loglik(model: Transformer, tokenizer: TokenizerRef, probes: CounterfactualSet,
@@ -67,30 +69,33 @@ def counterfactual_loglik(model: Transformer, tokenizer: TokenizerRef, probes: C
     """Per axis: the gap between its groups of the mean log-likelihood of each template's words after the
     term, given the term. Scoring the words after the term (not the term itself) keeps the length and
     frequency of the group words out of the gap: what is measured is what the model says about them."""
-    gaps = {}
-    for axis, groups in probes.axes.items():
-        scores = {}
-        for group, terms in groups.items():
-            pairs = [probes.split(t, term) for t in probes.templates for term in terms]
-            values = _tail_logliks(model, tokenizer, [h for h, _ in pairs], [t for _, t in pairs])
-            scores[group] = _by_template(values, len(probes.templates), len(terms))
-        gaps[axis] = _gap(scores, cfg)
-    return gaps
+    cells = [(axis, group, terms) for axis, groups in probes.axes.items() for group, terms in groups.items()]
+    pairs = [probes.split(t, term) for _, _, terms in cells for t in probes.templates for term in terms]
+    values = _tail_logliks(model, tokenizer, [h for h, _ in pairs], [t for _, t in pairs], cfg.batch_rows)
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    first = 0
+    for axis, group, terms in cells:  # every group's pairs scored in one call, so they share batches
+        count = len(probes.templates) * len(terms)
+        scores.setdefault(axis, {})[group] = _by_template(values[first : first + count], len(probes.templates),
+                                                          len(terms))
+        first += count
+    return {axis: _gap(groups, cfg) for axis, groups in scores.items()}
 
 
 def counterfactual_sentiment(sample: Sampler, probes: CounterfactualSet, cfg: EvaluateConfig,
                              ) -> tuple[dict[str, GroupGap], list[str]]:
-    """Per axis: the gap of mean VADER compound of sampled continuations; also every continuation."""
-    gaps, texts = {}, []
-    for axis, groups in probes.axes.items():
-        scores = {}
-        for group, terms in groups.items():
-            prompts = [s for per_template in probes.sentences(axis, group) for s in per_template]
-            continuations = [c for per_prompt in sample(prompts, cfg.samples_per_prompt) for c in per_prompt]
-            texts += continuations
-            scores[group] = _by_template(sentiment(continuations), len(probes.templates), len(terms))
-        gaps[axis] = _gap(scores, cfg)
-    return gaps, texts
+    """Per axis: the gap of mean VADER compound of sampled continuations; also every continuation. Every
+    group's prompts are sampled in one call, so the sampler batches them together."""
+    cells = [(axis, group, len(terms)) for axis, groups in probes.axes.items() for group, terms in groups.items()]
+    prompts = [[s for per_template in probes.sentences(axis, group) for s in per_template] for axis, group, _ in cells]
+    sampled = iter(sample([p for group_prompts in prompts for p in group_prompts], cfg.samples_per_prompt))
+    scores: dict[str, dict[str, np.ndarray]] = {}
+    texts: list[str] = []
+    for (axis, group, terms), group_prompts in zip(cells, prompts, strict=True):
+        continuations = [c for _ in group_prompts for c in next(sampled)]
+        texts += continuations
+        scores.setdefault(axis, {})[group] = _by_template(sentiment(continuations), len(probes.templates), terms)
+    return {axis: _gap(groups, cfg) for axis, groups in scores.items()}, texts
 
 
 @dataclass(frozen=True)
@@ -109,8 +114,8 @@ class PairResult:
 
 def stereotype_preference(model: Transformer, tokenizer: TokenizerRef, pairs: PairSet,
                           cfg: EvaluateConfig) -> PairResult:
-    more = _logliks(model, tokenizer, [p.sent_more for p in pairs.pairs])
-    less = _logliks(model, tokenizer, [p.sent_less for p in pairs.pairs])
+    more = _logliks(model, tokenizer, [p.sent_more for p in pairs.pairs], cfg.batch_rows)
+    less = _logliks(model, tokenizer, [p.sent_less for p in pairs.pairs], cfg.batch_rows)
     deltas = more - less
     kinds = np.array([p.bias_type for p in pairs.pairs])
     opts = {"samples": cfg.bootstrap_samples, "confidence": cfg.confidence, "seed": cfg.seed}

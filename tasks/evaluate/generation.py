@@ -8,6 +8,7 @@ continuations (seeded) give distinct-n and the repetition rate. A few are kept f
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 
 from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.metadata.evaluation_repository import EvaluationRow
+from model.chat_template import chat_template_of, render_chat, special_token_strings
 from model.decoding import SamplingParams, generate
 from model.eval_metrics import corpus_bleu, distinct_n, mean_rouge_l, repetition_rate
 from model.network import Transformer
@@ -56,34 +58,57 @@ def continuation_items(split: TokenWindows, eos_id: int, pad_id: int | None, cfg
     return items
 
 
+def row_seeds(base: int, purpose: str, rows: int) -> list[int]:
+    """One seed per row of a sampling call, from the configured seed, the call's purpose and the row's place
+    in the call (not in a batch): a row's samples do not depend on how the rows are batched."""
+    return [int.from_bytes(hashlib.sha256(f"{base}/{purpose}/{i}".encode()).digest()[:8], "big") >> 1
+            for i in range(rows)]
+
+
 class Generator:
-    """The decoding library bound to one model and tokenizer: greedy and seeded sampled continuations."""
+    """The decoding library bound to one model and tokenizer: greedy and seeded sampled continuations,
+    decoded in length-sorted batches of ``cfg.batch_rows`` prompts over the KV cache."""
 
     def __init__(self, model: Transformer, tokenizer: TokenizerRef, cfg: EvaluateConfig) -> None:
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
-        self._calls = 0
+        self.chat_template = chat_template_of(tokenizer) if cfg.chat_template else None
 
-    def _run(self, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
-        return generate(self.model, prompts, params, eos_id=self.tokenizer.eos_id, pad_id=self.tokenizer.pad_id)
+    def _run(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int] | None = None,
+             ) -> list[list[int]]:
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # little left padding per batch
+        out: list[list[int]] = [[] for _ in prompts]
+        for first in range(0, len(order), self.cfg.batch_rows):
+            chunk = order[first : first + self.cfg.batch_rows]
+            tokens = generate(self.model, [prompts[i] for i in chunk], params, eos_id=self.tokenizer.eos_id,
+                              pad_id=self.tokenizer.pad_id, seeds=None if seeds is None else [seeds[i] for i in chunk])
+            for i, row in zip(chunk, tokens, strict=True):
+                out[i] = row
+        return out
 
     def greedy(self, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
         return self._run(prompts, SamplingParams(max_new_tokens=new_tokens, temperature=0.0))
 
-    def sampled(self, prompts: list[list[int]], per_prompt: int) -> list[list[list[int]]]:
-        """``per_prompt`` continuations of each prompt; seeds differ per call and per sample, and are
-        reproducible from the configured seed."""
+    def sampled(self, prompts: list[list[int]], per_prompt: int, purpose: str) -> list[list[list[int]]]:
+        """``per_prompt`` continuations of each prompt, each row seeded by :func:`row_seeds`."""
         rows = [p for p in prompts for _ in range(per_prompt)]
-        self._calls += 1
         params = SamplingParams(max_new_tokens=self.cfg.sample_new_tokens, temperature=self.cfg.temperature,
-                                top_p=self.cfg.top_p, seed=self.cfg.seed + self._calls)
-        out = self._run(rows, params)
+                                top_p=self.cfg.top_p)
+        out = self._run(rows, params, row_seeds(self.cfg.seed, purpose, len(rows)))
         return [out[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
+
+    def probe_prompt(self, text: str) -> list[int]:
+        """A probe's prompt: the user's turn in the model's chat template where it has one (the template
+        writes its own special tokens), else the text after end-of-text, as training saw documents start."""
+        if self.chat_template is None:
+            return [self.tokenizer.eos_id, *self.tokenizer.encode(text)]
+        rendered = render_chat(self.chat_template, [{"role": "user", "content": text}],
+                               special_tokens=special_token_strings(self.tokenizer))
+        return self.tokenizer.encode(rendered)
 
     def sample_texts(self, prompts: list[str], per_prompt: int) -> list[list[str]]:
         """The fairness probes' sampler: text prompts in, decoded continuations out."""
-        prefix = [self.tokenizer.eos_id]
-        encoded = [prefix + self.tokenizer.encode(p) for p in prompts]
-        return [[self.tokenizer.decode(c) for c in per] for per in self.sampled(encoded, per_prompt)]
+        encoded = [self.probe_prompt(p) for p in prompts]
+        return [[self.tokenizer.decode(c) for c in per] for per in self.sampled(encoded, per_prompt, "probes")]
 
 
 @dataclass
@@ -105,7 +130,7 @@ def generation_quality(gen: Generator, items: list[ContinuationItem]) -> Generat
     tok = gen.tokenizer
     prompts = [[tok.eos_id, *it.prompt] for it in items]
     greedy = gen.greedy(prompts, gen.cfg.reference_tokens)
-    sampled = [s[0] for s in gen.sampled(prompts, 1)]
+    sampled = [s[0] for s in gen.sampled(prompts, 1, "continuation")]
     hyps, refs = [tok.decode(g) for g in greedy], [tok.decode(it.reference) for it in items]
     texts = [tok.decode(s) for s in sampled]
     samples = [{"prompt": tok.decode(it.prompt), "reference": ref, "greedy": hyp, "sampled": text}

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,6 +161,18 @@ def probe_rows(runtime: Runtime, loaded: LoadedModel, newest: str, probes: Probe
 
 def _tokenizer_version(loaded: LoadedModel) -> str | None:
     return loaded.tokenizer.version if loaded.tokenizer else None
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch threads (None: leave the setting alone), restored afterwards."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def evaluation_device(setting: str) -> str:
@@ -313,7 +326,8 @@ def run_evaluation(runtime: Runtime, ref: str = "candidate", *, probes: ProbeSet
         events.emit("start", model_version=subject.label, evaluation_id=evaluation_id)
         events.emit("plan", datasets=versions, newest=newest, production=subject.production_label,
                     parent=subject.parent_label)
-        verdict, checks, rows, report = _measure_and_judge(runtime, subject, versions, newest, probes, events.emit)
+        with torch_threads(cfg.threads):
+            verdict, checks, rows, report = _measure_and_judge(runtime, subject, versions, newest, probes, events.emit)
         report_key = store_report(runtime.artifacts, prefix, report, work / "events.jsonl")
         with runtime.metadata.session() as session:
             evals.replace_evaluations(session, subject.id, rows)

@@ -116,3 +116,30 @@ def test_fairness_metrics_stay_near_zero_for_the_balanced_model(probes_and_model
     assert loglik.interval.covers(0.0) and loglik.interval.value < 0.3
     assert sentiment.interval.covers(0.0) and sentiment.interval.value < 0.3
     assert pairs.share.covers(0.5) and pairs.deviation.low == 0.0
+
+
+def test_probe_samples_do_not_depend_on_batching_and_use_the_chat_template():
+    """Per-row seeds: the probes' continuations are the same whether prompts are decoded one at a time or in
+    one batch; with a chat template the prompt is the rendered user turn."""
+    import torch
+
+    from model.network import build_model
+
+    torch.manual_seed(0)
+    model, tok = build_model(TINY).eval(), word_tokenizer()
+    prompts = ["the man was", "the woman is kind and", "the lady", "the boy seems"]
+    cfg = CFG.model_copy(update={"sample_new_tokens": 6, "samples_per_prompt": 2})
+    one_by_one = Generator(model, tok, cfg.model_copy(update={"batch_rows": 1})).sample_texts(prompts, 2)
+    batched = Generator(model, tok, cfg.model_copy(update={"batch_rows": 64})).sample_texts(prompts, 2)
+    assert batched == one_by_one
+    assert len({t for per in batched for t in per}) > 1  # the seeds differ per row
+    again = Generator(model, tok, cfg.model_copy(update={"seed": cfg.seed + 1})).sample_texts(prompts, 2)
+    assert again != batched
+
+    plain = Generator(model, tok, cfg)
+    assert plain.probe_prompt("the man was") == [tok.eos_id, *tok.encode("the man was")]
+    tok.chat_template = "{% for m in messages %}{{ bos_token }} {{ m.content }} .{% endfor %}"
+    chat = Generator(model, tok, cfg)
+    assert chat.probe_prompt("the man was") == [tok.bos_id, *tok.encode("the man was .")]
+    assert Generator(model, tok, cfg.model_copy(update={"chat_template": False})).probe_prompt("the man") == \
+        [tok.eos_id, *tok.encode("the man")]

@@ -18,7 +18,7 @@ from model.eval_metrics import (
     repetition_rate,
 )
 from model.network import build_model
-from model.scoring import sequence_logliks, split_nll, window_batch_nll
+from model.scoring import sequence_logliks, span_scores, split_nll, window_batch_nll
 from model.token_shards import ShardWriter, TokenWindows, build_manifest, dtype_for
 
 CFG = ModelConfig(vocab_size=16, dim=16, n_layers=1, n_heads=2, ffn_hidden=32, context=8)
@@ -102,6 +102,57 @@ def test_sequence_logliks_batched_equal_one_by_one_and_the_table():
     np.testing.assert_allclose(batched, by_hand, rtol=1e-5)
     with pytest.raises(ValueError, match="context"):
         sequence_logliks(model, [list(range(3, 13))], prefix=[1])
+
+
+GQA = ModelConfig(vocab_size=40, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=64, context=24,
+                  rope_theta=50000.0, tie_embeddings=True)
+
+
+def full_logits_score(model, row, start):
+    """Reference: the whole (V,) log-softmax at every position of one row alone, summed over row[start:]."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([row[:-1]]))[0].double(), -1)
+    picked = logp[torch.arange(start - 1, len(row) - 1), torch.tensor(row[start:])]
+    greedy = bool((logp[start - 1 :].argmax(-1) == torch.tensor(row[start:])).all())
+    return float(picked.sum()), greedy
+
+
+def test_span_scores_batched_equal_one_by_one_and_the_full_logits():
+    torch.manual_seed(3)
+    model = build_model(GQA).eval()
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(0, 40, size=n).tolist() for n in (2, 25, 7, 13, 4, 19, 9, 25, 3)]
+    starts = [1, 20, 3, 12, 2, 1, 8, 1, 2]
+    batched = span_scores(model, rows, starts, batch=4, head_rows=5)  # head in chunks across rows
+    for row, start, got in zip(rows, starts, batched, strict=True):
+        (alone,) = span_scores(model, [row], [start])
+        reference, greedy = full_logits_score(model, row, start)
+        assert got.loglik == pytest.approx(alone.loglik, rel=1e-5, abs=1e-4)
+        assert got.loglik == pytest.approx(reference, rel=1e-5, abs=1e-4)
+        assert got.greedy == alone.greedy == greedy
+    # a row continued with its own greedy tokens is greedy
+    prompt = rows[2][:4]
+    with torch.no_grad():
+        for _ in range(3):
+            prompt.append(int(model(torch.tensor([prompt]))[0, -1].argmax()))
+    (own,) = span_scores(model, [prompt], [4])
+    assert own.greedy
+    with pytest.raises(ValueError, match="context"):
+        span_scores(model, [list(range(26))], [1])
+    with pytest.raises(ValueError, match="condition on"):
+        span_scores(model, [[3, 4]], [2])
+
+
+def test_one_pass_tail_score_equals_whole_minus_head():
+    """log p(tail | head) from one forward equals the two-pass difference it replaced."""
+    torch.manual_seed(4)
+    model = build_model(GQA).eval()
+    heads, tails = [[5, 6, 7], [8], [9, 10, 11, 12]], [[13, 14], [15, 16, 17, 18], [19]]
+    rows = [[1, *h, *t] for h, t in zip(heads, tails, strict=True)]
+    one_pass = [s.loglik for s in span_scores(model, rows, [1 + len(h) for h in heads])]
+    whole = sequence_logliks(model, [h + t for h, t in zip(heads, tails, strict=True)], prefix=[1])
+    head = sequence_logliks(model, heads, prefix=[1])
+    np.testing.assert_allclose(one_pass, whole - head, rtol=1e-5, atol=1e-4)
 
 
 def test_distinct_n_and_repetition_rate():

@@ -192,3 +192,37 @@ def test_invalid_combinations_and_prompts_are_refused(model):
         generate(model, [[TINY.vocab_size]], SamplingParams(max_new_tokens=4), eos_id=None, pad_id=PAD)
     with pytest.raises(ValueError, match="beam search"):
         next(stream_generate(model, [[1]], SamplingParams(num_beams=2, temperature=0.0), eos_id=None, pad_id=PAD))
+
+
+# --- per-row seeds and the top-p candidates ----------------------------------------------------------
+
+
+def test_per_row_seeds_make_each_rows_samples_independent_of_the_batch(model):
+    prompts = [[7], [3, 4, 5, 6, 8], [11, 2, 40, 33, 9, 17, 21, 5, 60], [50, 51]]
+    seeds = [11, 12, 13, 14]
+    params = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.9)
+    batched = generate(model, prompts, params, eos_id=None, pad_id=PAD, seeds=seeds)
+    alone = [generate(model, [p], params, eos_id=None, pad_id=PAD, seeds=[s])[0] for p, s in zip(prompts, seeds)]
+    assert batched == alone
+    reversed_batch = generate(model, prompts[::-1], params, eos_id=None, pad_id=PAD, seeds=seeds[::-1])
+    assert reversed_batch == batched[::-1]
+    # a row alone with its seed also equals the one-generator path seeded the same way
+    assert alone[0] == generate(model, [prompts[0]], SamplingParams(**{**params.__dict__, "seed": 11}),
+                                eos_id=None, pad_id=PAD)[0]
+    reseeded = generate(model, prompts, params, eos_id=None, pad_id=PAD, seeds=[21, 12, 13, 14])
+    assert reseeded[0] != batched[0] and reseeded[1:] == batched[1:]
+    with pytest.raises(ValueError, match="one integer"):
+        generate(model, prompts, params, eos_id=None, pad_id=PAD, seeds=[1, 2])
+
+
+@pytest.mark.parametrize("scales", [[0.5], [3.0], [12.0], [0.5, 12.0, 12.0, 0.5, 3.0, 12.0]])
+def test_top_p_from_candidates_equals_the_full_sort(scales):
+    """Flat rows need the full sort, peaked ones do not; a batch may hold both."""
+    from model.decoding import top_p_mask
+
+    scale = torch.tensor(scales * (6 // len(scales)))[:, None]
+    logits = torch.randn(6, 3000, generator=torch.Generator().manual_seed(7)) * scale
+    for top_p in (0.5, 0.9, 0.99):
+        full = top_p_mask(logits, top_p, candidates=logits.shape[-1])
+        assert torch.equal(top_p_mask(logits, top_p, candidates=32), full)
+        assert (~full).sum(-1).min() >= 1

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from model.decoding import SamplingParams, generate
@@ -96,7 +97,8 @@ def test_generate_until_is_greedy_decoding_cut_at_the_stop(adapter):
     assert got == [free[: free.index(stop)] for _, free, stop in cases]  # each cut is non-empty and short of the end
 
 
-def test_lm_eval_cli_runs_the_repository_tasks(text_model, adapter, tmp_path, monkeypatch):
+def test_lm_eval_cli_runs_the_repository_tasks_and_names_the_concrete_version(text_model, adapter, tmp_path,
+                                                                            monkeypatch):
     from flows.cli import app
 
     monkeypatch.setenv("LMFORGE_WORKSPACE", str(text_model.runtime.settings.workspace))
@@ -108,9 +110,106 @@ def test_lm_eval_cli_runs_the_repository_tasks(text_model, adapter, tmp_path, mo
         "--tasks", "lmforge_docs_mc,lmforge_docs_rolling,lmforge_docs_gen", "--include_path", str(TASKS),
         "--output_path", str(tmp_path / "out")])
     assert out.exit_code == 0, out.output
-    results = json.loads(next((tmp_path / "out").rglob("results_*.json")).read_text())["results"]
+    (path,) = (tmp_path / "out").rglob("results_*.json")
+    report = json.loads(path.read_text())
+    # the alias is resolved before the run: the run is named after lmforge:v1 and records it; the tasks keep
+    # their own versions (a `version` model argument used to replace them)
+    assert path.parent.name == "lmforge__v1" and report["model_name"] == "lmforge:v1"
+    assert report["config"]["model_version"] == "lmforge:v1" and report["config"]["model_args"]["pretrained"] == "lmforge:v1"
+    assert "candidate" not in {str(v) for v in report["versions"].values()}
+    results = report["results"]
     picks = [int(np.argmax([own_continuation_loglik(adapter.loaded, d["context"], " " + c) for c in d["choices"]]))
              for d in DOCS]
     assert results["lmforge_docs_mc"]["acc,none"] == pytest.approx(np.mean([p == d["label"] for p, d in zip(picks, DOCS)]))
     assert results["lmforge_docs_rolling"]["word_perplexity,none"] > 1
     assert 0 <= results["lmforge_docs_gen"]["exact_match,none"] <= 1
+
+
+def test_a_version_argument_is_refused_with_the_reason(adapter):
+    with pytest.raises(ValueError, match="pretrained"):
+        LmforgeLM(loaded=adapter.loaded, version="production")
+
+
+def test_chat_template_renders_prompts_for_lm_eval(adapter, tmp_path, monkeypatch):
+    """--apply_chat_template: lm-eval renders each prompt with the version's template through the adapter."""
+    import dataclasses
+
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    with pytest.raises(ValueError, match="no chat template"):
+        adapter.chat_template(True)
+    tok = dataclasses.replace(adapter.loaded.tokenizer)
+    tok.chat_template = ("{% for m in messages %}<<{{ m.role }}>> {{ m.content }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<<assistant>>{% endif %}")
+    lm = LmforgeLM(loaded=dataclasses.replace(adapter.loaded, tokenizer=tok), batch_size=2)
+    assert lm.tokenizer_name == tok.version
+    assert lm.apply_chat_template([{"role": "user", "content": "Wrap text"}]) == "<<user>> Wrap text\n<<assistant>>"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.chdir(TASKS)
+    out = simple_evaluate(model=lm, tasks=["lmforge_docs_gen"], task_manager=TaskManager(include_path=str(TASKS)),
+                          apply_chat_template=True, limit=2)
+    contexts = [s["arguments"][0][0] for s in out["samples"]["lmforge_docs_gen"]]
+    assert contexts and all(c.startswith("<<user>> ") and c.endswith("<<assistant>>") for c in contexts)
+    assert out["config"]["model_version"] == adapter.loaded.model_version
+
+
+def hf_continuation_loglik(hf, tok, context, continuation):
+    """log p(continuation | context) from transformers' own forward, encoded as lm-eval's convention asks."""
+    stripped = context.rstrip()
+    context, continuation = stripped, context[len(stripped):] + continuation
+    ctx, whole = tok.encode(context), tok.encode(context + continuation)
+    ids = [tok.eos_id, *whole]
+    with torch.no_grad():
+        logp = torch.log_softmax(hf(torch.tensor([ids[:-1]])).logits[0].double(), -1)
+    return float(logp[torch.arange(len(ctx), len(ids) - 1), torch.tensor(ids[len(ctx) + 1 :])].sum())
+
+
+def test_adapter_and_local_tasks_run_on_an_imported_llama(text_model, tmp_path, monkeypatch):
+    """A tiny random Llama built with transformers (grouped-query attention, tied embeddings, rope theta 5e5)
+    with a tokenizer, saved and imported: the adapter's scores equal transformers' on the saved folder, and
+    lm-eval runs the local tasks on it."""
+    import transformers
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+    from tokenizers import Tokenizer
+
+    from lmforge_core.config.data import TokenizerConfig
+    from model.hf_interop import import_hf
+    from model.hf_tokenizer import TOKENIZER_FILE, write_hf_tokenizer
+    from model.registry import LoadedModel
+    from model.tokenizer import make_ref
+    from model.weights import load_model
+
+    tok = text_model.tokenizer
+    cfg = transformers.LlamaConfig(
+        vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=128, rope_theta=500000.0, tie_word_embeddings=True,
+        bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id)
+    torch.manual_seed(5)
+    hf = transformers.LlamaForCausalLM(cfg).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    write_hf_tokenizer(tok, tmp_path / "hf", 128)
+    import_hf(tmp_path / "hf", tmp_path / "ours")
+    model = load_model(tmp_path / "ours").eval()
+    assert model.config.kv_heads == 2 and model.config.tie_embeddings and model.config.rope_theta == 500000.0
+    imported = make_ref(Tokenizer.from_file(str(tmp_path / "ours" / TOKENIZER_FILE)), "imported-tok", TokenizerConfig())
+    lm = LmforgeLM(loaded=LoadedModel(model, imported, "imported:v1", 0, model.config, {}), batch_size=3)
+
+    pairs = [(d["context"], " " + c) for d in DOCS for c in d["choices"]]
+    got = lm.loglikelihood([request("loglikelihood", *p) for p in pairs])
+    theirs = [hf_continuation_loglik(hf, imported, *p) for p in pairs]
+    np.testing.assert_allclose([g[0] for g in got], theirs, rtol=1e-5, atol=1e-4)
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.chdir(TASKS)
+    out = simple_evaluate(model=lm, tasks=["lmforge_docs_mc", "lmforge_docs_rolling", "lmforge_docs_gen"],
+                          task_manager=TaskManager(include_path=str(TASKS)))
+    picks = [int(np.argmax([hf_continuation_loglik(hf, imported, d["context"], " " + c) for c in d["choices"]]))
+             for d in DOCS]
+    assert out["results"]["lmforge_docs_mc"]["acc,none"] == pytest.approx(np.mean([p == d["label"] for p, d in
+                                                                                   zip(picks, DOCS)]))
+    assert out["results"]["lmforge_docs_rolling"]["word_perplexity,none"] > 1
+    assert out["config"]["model_version"] == "imported:v1"
