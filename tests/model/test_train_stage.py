@@ -243,19 +243,21 @@ def test_lora_nights_chain_through_production_and_export_hf_writes_merged_model_
     monkeypatch.setenv("LMFORGE_TRAIN__THREADS", "1")
     runner = CliRunner()
     lora = ["--method", "lora", "--lora-rank", "4", "--lora-targets", "q_proj,v_proj,down_proj", "--json"]
-    out = runner.invoke(app, ["train", "--from", str(tmp_path / "base"), *lora])
+    out = runner.invoke(app, ["train", "--from", str(tmp_path / "base"), *lora])  # v1 the import, v2 its night
     assert out.exit_code == 0, out.output
     with rt.metadata.session() as session:
-        repo.set_alias(session, name="lmforge", alias="production", model_version_id=1, actor="test", reason="")
-    out = runner.invoke(app, ["train", *lora])  # the next night starts from production
+        night1 = repo.resolve_model_version(session, "lmforge", "2")
+        repo.set_alias(session, name="lmforge", alias="production", model_version_id=night1.id, actor="test",
+                       reason="")
+    out = runner.invoke(app, ["train", *lora])  # the next night (v3) starts from production
     assert out.exit_code == 0, out.output
 
     idx = torch.randint(0, 64, (2, 24), generator=torch.Generator().manual_seed(2))
-    for version, base in (("1", tmp_path / "base"), ("2", tmp_path / "v1")):
+    for version, base in (("2", tmp_path / "base"), ("3", tmp_path / "v2")):
         out = runner.invoke(app, ["export-hf", version, str(tmp_path / f"v{version}"), "--json"])
         assert out.exit_code == 0, out.output
         data = last_json(out.stdout)
-        expected_base = str((tmp_path / "base").resolve()) if version == "1" else "lmforge:v1"
+        expected_base = f"lmforge:v{int(version) - 1}"  # each night's adapter applies to its parent version
         assert data["adapter_base"] == expected_base
         adapter = json.loads((tmp_path / f"v{version}" / "adapter" / "adapter_config.json").read_text())
         assert adapter["base_model_name_or_path"] == expected_base
