@@ -5,6 +5,7 @@ tokenizer, chat template and every end id."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -19,6 +20,7 @@ from model.registry import load_model_version
 from model.tokenizer import make_ref
 from model.weights import load_model
 from serving.onnx_export import export_onnx
+from serving.openai_api import ApiError, ChatMessage, chat_prompt
 from serving.triton_config import GENERATE, TEXT, TOKENIZER
 from serving.triton_models.common import TOKENIZER_META, load_version_tokenizer
 from serving.triton_repository import stage_version
@@ -109,6 +111,18 @@ def test_a_conversation_the_template_refuses_and_sandbox_escapes_are_errors(toke
         render_chat(escape, CONVERSATIONS[0], ours.special_tokens())
     with pytest.raises(ChatTemplateError, match="does not compile"):
         render_chat("{% for m in messages %}", CONVERSATIONS[0], ours.special_tokens())
+
+
+def test_the_chat_endpoint_renders_the_template_refuses_with_400_and_keeps_plain_lines_without_one(tokenizers):
+    ours, theirs = tokenizers(LLAMA3_STYLE)
+    messages = [ChatMessage(**m) for m in CONVERSATIONS[2]]
+    assert chat_prompt(messages, ours) == theirs.apply_chat_template(CONVERSATIONS[2], tokenize=False,
+                                                                     add_generation_prompt=True)
+    with pytest.raises(ApiError, match="the system message must come first") as refused:
+        chat_prompt([ChatMessage(role="user", content="hi"), ChatMessage(role="system", content="late")], ours)
+    assert refused.value.status == 400 and refused.value.param == "messages"
+    plain = dataclasses.replace(ours, chat_template=None)
+    assert chat_prompt(messages[:2], plain) == "system: You are terse.\nuser: Name a module.\nassistant:"
 
 
 @pytest.mark.parametrize("config", [
