@@ -224,7 +224,7 @@ def main() -> None:
         state = start_server(repo, work / "server", load=list(MODELS), ready_timeout=300)
         results: dict[str, list[LoadReport]] = {}
         try:
-            reference = reference_greedy(model, prompts[0], args.max_tokens, tok.eos_id)
+            reference = reference_greedy(model, prompts[0], args.max_tokens, tok.eos_ids)
             served = LMClient(state.grpc_url).generate(prompts[0], max_tokens=args.max_tokens, temperature=0.0).tokens
             print(f"quality: Triton greedy == PyTorch greedy: {served == reference}", flush=True)
             print("triton, batching on (16 slots):", flush=True)

@@ -1,22 +1,30 @@
-"""A model's chat template (Jinja, as in a Hugging Face ``tokenizer_config.json``), rendered the way
-transformers' ``apply_chat_template(..., tokenize=False)`` renders it: a sandboxed environment with
-``trim_blocks`` and ``lstrip_blocks``, loop controls, a ``tojson`` that does not escape HTML,
-``raise_exception`` and ``strftime_now``; the tokenizer's special tokens (``bos_token``, ``eos_token``, ...)
-are visible to the template.
+"""A model's chat template rendered as transformers' ``apply_chat_template(messages, add_generation_prompt=True,
+tokenize=False)`` renders it: the same sandboxed Jinja environment (``ImmutableSandboxedEnvironment`` with
+``trim_blocks``, ``lstrip_blocks`` and loop controls), the same ``tojson`` filter and ``raise_exception`` /
+``strftime_now`` globals, and the tokenizer's special tokens as template variables.
+
+Chat templates come with downloaded checkpoints and are untrusted code: the sandbox refuses attribute access to
+Python internals, and the rendered text is only ever tokenized. A model without a template keeps the plain
+``"<role>: <content>"`` lines of :func:`plain_prompt`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-import jinja2
-import jinja2.ext
+from jinja2 import Template, TemplateError
+from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from model.tokenizer import TokenizerRef
+
+
+class ChatTemplateError(ValueError):
+    """The template refused the conversation (``raise_exception``) or could not be compiled or rendered."""
 
 
 def chat_template_of(tokenizer: TokenizerRef | None) -> str | None:
@@ -24,35 +32,46 @@ def chat_template_of(tokenizer: TokenizerRef | None) -> str | None:
     return tokenizer.chat_template if tokenizer is not None else None
 
 
-def _raise(message: str) -> None:
-    raise jinja2.exceptions.TemplateError(message)
+def _raise_exception(message: str) -> None:
+    raise TemplateError(message)
 
 
 def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
             separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+    # Jinja's own filter escapes HTML characters; transformers replaces it with plain json.dumps
     return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
-@lru_cache(maxsize=8)
-def _compiled(template: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+def _strftime_now(format: str) -> str:
+    return datetime.now().strftime(format)
+
+
+@lru_cache(maxsize=16)
+def compile_template(source: str) -> Template:
+    """The compiled template (cached: one model serves one template)."""
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    return env.from_string(template)
-
-
-def special_token_strings(tokenizer: TokenizerRef) -> dict[str, str]:
-    """``bos_token``, ``eos_token`` and ``pad_token`` as the template sees them."""
-    return {f"{name}_token": tokenizer.tokenizer.id_to_token(token_id) or ""
-            for name, token_id in (("bos", tokenizer.bos_id), ("eos", tokenizer.eos_id), ("pad", tokenizer.pad_id))}
-
-
-def render_chat(template: str, messages: list[dict[str, str]], *, add_generation_prompt: bool = True,
-                special_tokens: dict[str, str] | None = None) -> str:
-    """The conversation as the model's prompt text; ``add_generation_prompt`` opens the assistant's turn."""
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
     try:
-        return _compiled(template).render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                          **(special_tokens or {}))
-    except jinja2.exceptions.TemplateError as exc:
-        raise ValueError(f"the model's chat template failed to render: {exc}") from exc
+        return env.from_string(source)
+    except TemplateError as exc:
+        raise ChatTemplateError(f"the model's chat template does not compile: {exc}") from exc
+
+
+def render_chat(template: str, messages: Sequence[Mapping[str, str]], special_tokens: Mapping[str, str | None],
+                *, add_generation_prompt: bool = True) -> str:
+    """The prompt text of ``messages`` (``{"role", "content"}`` mappings); ``special_tokens`` maps
+    ``bos_token``/``eos_token``/``pad_token`` to their text, as transformers passes its special-tokens map."""
+    plain = [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+    tokens = {name: str(text) for name, text in special_tokens.items() if text is not None}
+    try:
+        return compile_template(template).render(messages=plain, tools=None, documents=None,
+                                                 add_generation_prompt=add_generation_prompt, **tokens)
+    except TemplateError as exc:
+        raise ChatTemplateError(f"the model's chat template refused the conversation: {exc}") from exc
+
+
+def plain_prompt(messages: Sequence[Mapping[str, str]]) -> str:
+    """A model without a chat template: one ``"<role>: <content>"`` line per message, then ``"assistant:"``."""
+    return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"

@@ -19,6 +19,7 @@ TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
+GENERATION_CONFIG = "generation_config.json"
 ROLES = ("bos", "eos", "pad")
 
 
@@ -66,6 +67,7 @@ def tokenizer_record(tokenizer: Tokenizer, path: Path, special: dict[str, str | 
     for role in ROLES:
         token, want = special.get(role), declared.get(role)
         if isinstance(want, list):  # several end ids (Llama 3): the role's token must be one of them
+            out[f"{role}_ids"] = [int(i) for i in want]  # all of them end a generation
             want = tokenizer.token_to_id(token) if token and tokenizer.token_to_id(token) in want else want[0]
         token_id = tokenizer.token_to_id(token) if token else want
         if token and token_id is None:
@@ -98,4 +100,8 @@ def read_hf_tokenizer(hf_dir: Path, hf_cfg: dict[str, Any], vocab_size: int) -> 
         token = tok_cfg.get(f"{role}_token")
         special[role] = token.get("content") if isinstance(token, dict) else token
     declared = {role: hf_cfg.get(f"{role}_token_id") for role in ROLES}
+    generation = Path(hf_dir) / GENERATION_CONFIG
+    ends = json.loads(generation.read_text()).get("eos_token_id") if generation.is_file() else None
+    if isinstance(ends, list) and ends:  # an instruct model's end-of-turn ids live there (Llama 3)
+        declared["eos"] = ends
     return tokenizer_record(tokenizer, path, special, declared, _chat_template(Path(hf_dir), tok_cfg))

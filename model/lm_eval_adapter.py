@@ -27,7 +27,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-from model.chat_template import chat_template_of, render_chat, special_token_strings
+from model.chat_template import chat_template_of, render_chat
 from model.decoding import SamplingParams, generate
 from model.registry import LoadedModel, load_model_version
 from model.scoring import span_scores
@@ -127,8 +127,8 @@ class LmforgeLM(LM):
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         template = self.chat_template(True)
         assert template is not None and self.loaded.tokenizer is not None
-        return render_chat(template, chat_history, add_generation_prompt=add_generation_prompt,
-                           special_tokens=special_token_strings(self.loaded.tokenizer))
+        return render_chat(template, chat_history, self.loaded.tokenizer.special_tokens(),
+                           add_generation_prompt=add_generation_prompt)
 
     # --- scoring -----------------------------------------------------------------------------------
 

@@ -38,10 +38,20 @@ class TokenizerRef:
     tokenizer: Tokenizer
     record_id: int | None = None
     chat_template: str | None = None  # Jinja, as in a Hugging Face tokenizer_config.json
+    more_eos_ids: tuple[int, ...] = ()  # further end ids of a model that has several (Llama 3's end of turn)
 
     @property
     def special_ids(self) -> frozenset[int]:
-        return frozenset((self.bos_id, self.eos_id, self.pad_id))
+        return frozenset((self.bos_id, self.eos_id, self.pad_id, *self.more_eos_ids))
+
+    @property
+    def eos_ids(self) -> tuple[int, ...]:
+        """Every id that ends a generation: the EOS token first, then the model's further end ids."""
+        return tuple(dict.fromkeys((self.eos_id, *self.more_eos_ids)))
+
+    def special_tokens(self) -> dict[str, str]:
+        """``bos_token``/``eos_token``/``pad_token`` -> text (the variables a chat template reads)."""
+        return {f"{role}_token": self.tokenizer.id_to_token(getattr(self, f"{role}_id")) for role in ("bos", "eos", "pad")}
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens (the packing and prompt convention)."""
@@ -121,7 +131,16 @@ def make_ref(tokenizer: Tokenizer, version: str, cfg: TokenizerConfig, record_id
         tokenizer=tokenizer,
         record_id=record_id,
         chat_template=(imported or {}).get("chat_template"),
+        more_eos_ids=_more_eos_ids(tokenizer, (imported or {}).get("eos_ids"), version),
     )
+
+
+def _more_eos_ids(tokenizer: Tokenizer, eos_ids: Any, version: str) -> tuple[int, ...]:
+    """The recorded end ids (a list of ints within the vocabulary), refused with the tokenizer's name if not."""
+    ids = list(eos_ids or [])
+    if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < tokenizer.get_vocab_size() for i in ids):
+        raise ValueError(f"tokenizer {version}: its end ids {ids} are not all token ids of its vocabulary")
+    return tuple(ids)
 
 
 def store_tokenizer(artifacts: ArtifactStore, ref: TokenizerRef) -> None:

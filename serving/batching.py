@@ -23,7 +23,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,13 +125,14 @@ Observer = Callable[["ContinuousBatcher"], None]
 class ContinuousBatcher:
     """Slots, a request queue and one scheduler thread; :meth:`submit` validates and enqueues."""
 
-    def __init__(self, step: StepFn, shape: GraphShape, *, max_slots: int, eos_id: int | None,
+    def __init__(self, step: StepFn, shape: GraphShape, *, max_slots: int, eos_ids: Collection[int],
                  max_tokens_limit: int, dtype: np.dtype = np.dtype(np.float32), observer: Observer | None = None,
                  cancel_poll_s: float = CANCEL_POLL_S) -> None:
         if max_slots < 1:
             raise ValueError("max_slots must be >= 1")
         self.step, self.shape, self.max_slots, self.cancel_poll_s = step, shape, max_slots, cancel_poll_s
-        self.eos_id, self.max_tokens_limit, self.dtype = eos_id, max_tokens_limit, dtype
+        # every end id of the version ends a stream (a chat model's end-of-turn token among them)
+        self.eos_ids, self.max_tokens_limit, self.dtype = frozenset(eos_ids), max_tokens_limit, dtype
         self.stats = BatcherStats()
         self._observer, self._observed = observer, (0, 0, 0, 0)
         self._queue: queue.Queue[GenerationRequest] = queue.Queue()
@@ -365,7 +366,7 @@ class ContinuousBatcher:
     def _accept(self, slot: _Slot, token: int) -> None:
         """Stream ``token`` as the slot's next one, or finish the slot (end token, length)."""
         params = slot.request.params
-        if token == self.eos_id or token in params.stop_token_ids:
+        if token in self.eos_ids or token in params.stop_token_ids:
             self._finish(slot, "stop", None)
             return
         try:

@@ -13,8 +13,11 @@ model, 413 for a body over ``Backend.max_body_bytes``, 503 while Triton is down 
 after a stream started is its last event, followed by ``data: [DONE]``. Tokenizing runs off the event
 loop, so one huge prompt does not stall the other clients.
 
-Chat messages are joined as ``"<role>: <content>\\n"`` lines followed by ``"assistant:"``: the model is a
-plain language model with no chat template of its own.
+Chat messages are rendered with the served version's chat template exactly as transformers'
+``apply_chat_template(messages, add_generation_prompt=True)`` renders them (:mod:`model.chat_template`), and
+generation ends at any of the version's end ids (a chat model's end-of-turn token); a version without a template
+joins them as ``"<role>: <content>\\n"`` lines followed by ``"assistant:"``. A conversation the template refuses
+(its ``raise_exception``) is a 400.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from model.chat_template import ChatTemplateError, plain_prompt, render_chat
+from model.tokenizer import TokenizerRef
 from serving.batching import INT64_MAX, SAFE_RANGES, RequestError, check_range
 from serving.client import ServingError, astream, unavailable
 from serving.served_version import BackendUnavailable, ServedVersion, ServedVersions
@@ -120,8 +125,15 @@ class ChatRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
-def chat_prompt(messages: list[ChatMessage]) -> str:
-    return "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
+def chat_prompt(messages: list[ChatMessage], tokenizer: TokenizerRef) -> str:
+    """The prompt text of a conversation for the model of ``tokenizer`` (its chat template, if it has one)."""
+    plain = [{"role": m.role, "content": m.content} for m in messages]
+    if not tokenizer.chat_template:
+        return plain_prompt(plain)
+    try:
+        return render_chat(tokenizer.chat_template, plain, tokenizer.special_tokens())
+    except ChatTemplateError as exc:
+        raise ApiError(400, str(exc), param="messages") from exc
 
 
 class ApiError(Exception):
@@ -218,13 +230,20 @@ async def _pieces(backend: Backend, served: ServedVersion, ids: list[int], req: 
 Pieces = AsyncIterator[tuple[str, str | None]]
 
 
-async def _start(backend: Backend, prompt: str, req: CompletionRequest | ChatRequest,
+def _prompt_ids(tokenizer: TokenizerRef, req: CompletionRequest | ChatRequest) -> list[int]:
+    """The request's prompt tokens; a chat is rendered with the version's template first (special tokens that
+    the template writes, such as ``<|im_start|>``, encode as themselves, as in transformers)."""
+    text = chat_prompt(req.messages, tokenizer) if isinstance(req, ChatRequest) else str(req.prompt)
+    return tokenizer.encode(text)
+
+
+async def _start(backend: Backend, req: CompletionRequest | ChatRequest,
                  usage: dict[str, int]) -> tuple[tuple[str, str | None], Pieces]:
     """The first piece and the rest. A version switched away between choosing it and sending to it is
-    chosen again (its tokenizer too): no token has been sent yet, so nothing is repeated."""
+    chosen again (its tokenizer and template too): no token has been sent yet, so nothing is repeated."""
     for attempt in range(1, SWITCH_ATTEMPTS + 1):
         served = await backend.served()
-        ids = await asyncio.to_thread(served.tokenizer.encode, prompt)  # a long prompt must not stall the loop
+        ids = await asyncio.to_thread(_prompt_ids, served.tokenizer, req)  # a long prompt must not stall the loop
         _check_fits(served, ids, req)
         pieces = _pieces(backend, served, ids, req, usage)
         try:
@@ -260,11 +279,11 @@ def _check_model(backend: Backend, req: CompletionRequest | ChatRequest) -> str:
     return backend.model_name
 
 
-async def _respond(backend: Backend, prompt: str, req: CompletionRequest | ChatRequest, chat: bool):  # type: ignore[no-untyped-def]
+async def _respond(backend: Backend, req: CompletionRequest | ChatRequest, chat: bool):  # type: ignore[no-untyped-def]
     kind = "chat.completion" if chat else "text_completion"
     model = _check_model(backend, req)
     usage: dict[str, int] = {}
-    first, rest = await _start(backend, prompt, req, usage)  # failures so far answer with an error status
+    first, rest = await _start(backend, req, usage)  # failures so far answer with an error status
     if not req.stream:
         parts, finish = [first[0]], first[1]
         async for piece, reason in rest:
@@ -360,10 +379,10 @@ def create_app(backend: Backend) -> FastAPI:
 
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest):  # type: ignore[no-untyped-def]
-        return await _respond(backend, str(req.prompt), req, chat=False)
+        return await _respond(backend, req, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatRequest):  # type: ignore[no-untyped-def]
-        return await _respond(backend, chat_prompt(req.messages), req, chat=True)
+        return await _respond(backend, req, chat=True)
 
     return app

@@ -86,7 +86,8 @@ def verify_version_dir(directory: Path) -> None:
 def _tokenizer_meta(tokenizer: TokenizerRef) -> dict[str, Any]:
     special = {name: tokenizer.tokenizer.id_to_token(i) for name, i in
                (("bos", tokenizer.bos_id), ("eos", tokenizer.eos_id), ("pad", tokenizer.pad_id))}
-    return tokenizer.manifest_entry() | special
+    chat = {"chat_template": tokenizer.chat_template, "eos_ids": list(tokenizer.eos_ids)}
+    return tokenizer.manifest_entry() | special | chat
 
 
 def _fresh(directory: Path) -> Path:

@@ -14,6 +14,7 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,15 +48,16 @@ class VerificationReport:
         return asdict(self)
 
 
-def reference_greedy(model: Transformer, prompt: list[int], max_tokens: int, eos_id: int | None) -> list[int]:
-    """Greedy new tokens of the training network itself (its own KV cache; the end token not included)."""
+def reference_greedy(model: Transformer, prompt: list[int], max_tokens: int, eos_ids: Collection[int]) -> list[int]:
+    """Greedy new tokens of the training network itself (its own KV cache; the end token, any of ``eos_ids``,
+    not included)."""
     cache = KVCache(model.config, batch=1, max_len=min(model.config.context, len(prompt) + max_tokens))
     out: list[int] = []
     with torch.inference_mode():
         logits = model(torch.tensor([prompt]), cache=cache, start_pos=0)[0, -1]
         for _ in range(max_tokens):
             token = int(logits.argmax())
-            if token == eos_id:
+            if token in eos_ids:
                 break
             out.append(token)
             pos = len(prompt) + len(out) - 1
@@ -66,12 +68,12 @@ def reference_greedy(model: Transformer, prompt: list[int], max_tokens: int, eos
 
 
 def _smoke(client: LMClient, model: Transformer, prompts: list[list[int]], max_tokens: int,
-           eos_id: int | None, report: VerificationReport) -> None:
+           eos_ids: Collection[int], report: VerificationReport) -> None:
     latencies = []
     for prompt in prompts:
         served = client.generate(prompt, max_tokens=max_tokens, temperature=0.0)
         latencies.append(served.latency_s * 1000)
-        expected = reference_greedy(model, prompt, max_tokens, eos_id)
+        expected = reference_greedy(model, prompt, max_tokens, eos_ids)
         if served.tokens != expected:
             report.mismatches.append({"prompt": prompt, "served": served.tokens, "pytorch": expected})
     report.latency_ms = {"p50": statistics.median(latencies), "max": max(latencies)}
@@ -79,7 +81,7 @@ def _smoke(client: LMClient, model: Transformer, prompts: list[list[int]], max_t
 
 
 def verify_staged(staged: StagedVersion, options: ServingOptions, model: Transformer, prompts: list[list[int]],
-                  *, max_tokens: int = 16, eos_id: int | None) -> VerificationReport:
+                  *, max_tokens: int = 16, eos_ids: Collection[int]) -> VerificationReport:
     """Serve ``staged`` alone in a throw-away server and compare greedy outputs with ``model``'s."""
     if not prompts:
         raise VerificationError("verification needs at least one smoke prompt")
@@ -94,7 +96,7 @@ def verify_staged(staged: StagedVersion, options: ServingOptions, model: Transfo
         report.server_start_s = time.perf_counter() - started
         client = LMClient(state.grpc_url, state.http_url, timeout=60)
         try:
-            _smoke(client, model.eval(), prompts, max_tokens, eos_id, report)
+            _smoke(client, model.eval(), prompts, max_tokens, eos_ids, report)
         except ServingError as exc:
             raise VerificationError(f"version {staged.version} failed its smoke prompts: {exc}") from exc
         finally:

@@ -49,4 +49,6 @@ def load_version_tokenizer(directory: Path) -> TokenizerRef:
 
     meta = json.loads((directory / TOKENIZER_META).read_text())
     cfg = TokenizerConfig(vocab_size=meta["vocab_size"], bos=meta["bos"], eos=meta["eos"], pad=meta["pad"])
-    return make_ref(Tokenizer.from_file(str(directory / TOKENIZER_FILE)), meta["version"], cfg)
+    chat = {key: meta.get(key) for key in ("chat_template", "eos_ids")}  # absent in versions staged before them
+    return make_ref(Tokenizer.from_file(str(directory / TOKENIZER_FILE)), meta["version"], cfg, imported=chat | {
+        role: meta[role[:-6]] for role in ("bos_token", "eos_token", "pad_token")})

@@ -189,12 +189,13 @@ class GenerateModel:
         else:
             session = ort_session(a.directory / ONNX_FILE, threads=a.int_param("threads", 1))
             step = lambda *xs: ort_step(session, *xs)  # noqa: E731
-        eos = json.loads((a.directory / TOKENIZER_META).read_text())["eos_id"]
+        meta = json.loads((a.directory / TOKENIZER_META).read_text())
+        eos = meta.get("eos_ids") or [meta["eos_id"]]  # every end id (versions staged before them: the one)
         self.limit = a.int_param("max_tokens_limit", 256)
         self.metrics = SchedulerMetrics(a.version)
         self.responses = _Responses()
         self.keyed = _KeyedStreams()
-        self.batcher = ContinuousBatcher(step, shape, max_slots=a.int_param("max_slots", 8), eos_id=eos,
+        self.batcher = ContinuousBatcher(step, shape, max_slots=a.int_param("max_slots", 8), eos_ids=eos,
                                          max_tokens_limit=self.limit, observer=self.metrics).start()
 
     def _submit(self, request: Any) -> None:

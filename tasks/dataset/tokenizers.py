@@ -17,7 +17,7 @@ from lmforge_core.metadata.models import TokenizerVersion
 from lmforge_core.runtime import Runtime
 from model.tokenizer import IMPORTED, TokenizerRef, load_recorded, make_ref, store_tokenizer
 
-RECORDED = ("bos_token", "eos_token", "pad_token", "chat_template")
+RECORDED = ("bos_token", "eos_token", "pad_token", "chat_template", "eos_ids")
 
 
 def register_imported_tokenizer(runtime: Runtime, path: Path, record: dict[str, Any], source: str) -> TokenizerRef:

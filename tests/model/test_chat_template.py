@@ -3,10 +3,10 @@ file carries the template) and on a template that uses the sandbox's helpers."""
 
 import pytest
 import transformers
-from helpers import smollm2_gguf
+from llama_checkpoint import smollm2_gguf
 from tokenizers import Tokenizer, models
 
-from model.chat_template import chat_template_of, render_chat, special_token_strings
+from model.chat_template import chat_template_of, render_chat
 from model.tokenizer import TokenizerRef
 
 CONVERSATIONS = [
@@ -32,8 +32,7 @@ def test_smollm2_template_renders_and_tokenizes_as_transformers(smollm2_tokenize
     hf, ours = smollm2_tokenizer
     template = chat_template_of(ours)
     assert template and "im_start" in template
-    text = render_chat(template, messages, add_generation_prompt=add_generation_prompt,
-                       special_tokens=special_token_strings(ours))
+    text = render_chat(template, messages, ours.special_tokens(), add_generation_prompt=add_generation_prompt)
     assert text == hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
     ids = hf.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt,
                                  return_dict=False)
@@ -50,10 +49,10 @@ def test_template_helpers_and_errors_are_those_of_transformers():
     hf = transformers.PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<s>": 0}, unk_token="<s>")),
                                               bos_token="<s>")
     expected = hf.apply_chat_template(messages, chat_template=template, tokenize=False, add_generation_prompt=True)
-    assert render_chat(template, messages, special_tokens=specials) == expected
+    assert render_chat(template, messages, specials) == expected
     assert "<b>&</b>" in expected and "é" in expected  # tojson neither escapes HTML nor non-ASCII
     with pytest.raises(ValueError, match="no system"):
-        render_chat(template, [{"role": "system", "content": "x"}], special_tokens=specials)
+        render_chat(template, [{"role": "system", "content": "x"}], specials)
 
 
 def test_house_tokenizer_has_no_template():

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from helpers import make_spec, smollm2_gguf, write_dataset
+from helpers import make_spec, write_dataset
+from llama_checkpoint import smollm2_gguf
 from peft import PeftModel
 
 from model.adapters import ADAPTER_DIR

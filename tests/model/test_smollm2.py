@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import smollm2_gguf
+from llama_checkpoint import smollm2_gguf, smollm2_reference
 from tokenizers import Tokenizer
 
 from model.decoding import SamplingParams, generate
@@ -19,17 +19,10 @@ PROMPTS = ["The capital of France is", "In 2024, 12345 people wrote: héllo wör
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
     """(our imported model, its folder, transformers' model and tokenizer) from the same file."""
-    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
     path = smollm2_gguf()
     out = tmp_path_factory.mktemp("smollm2")
     import_hf(path, out)
-    reference = LlamaForCausalLM(AutoConfig.from_pretrained(path.parent, gguf_file=path.name)).float().eval()
-    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=reference)["tensors"]
-    result = reference.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
-    assert result.missing_keys == ["lm_head.weight"] and not result.unexpected_keys  # tied to the embedding
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    reference, tokenizer = smollm2_reference(path)
     return load_model(out).eval(), out, reference, tokenizer
 
 

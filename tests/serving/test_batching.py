@@ -34,7 +34,7 @@ def batcher(setup, slots, delay=0.0, limit=64, **options):
         time.sleep(delay)  # a slower network: requests surely arrive while others decode
         return ort_step(session, *xs)
 
-    return ContinuousBatcher(step, GraphShape.from_model_config(export.config), max_slots=slots, eos_id=tok.eos_id,
+    return ContinuousBatcher(step, GraphShape.from_model_config(export.config), max_slots=slots, eos_ids=tok.eos_ids,
                              max_tokens_limit=limit, **options).start()
 
 
@@ -171,7 +171,7 @@ def test_a_row_whose_sampling_fails_ends_only_its_own_stream(setup):
             logits[0] = float("nan")
         return logits, present
 
-    b = ContinuousBatcher(poisoned, GraphShape.from_model_config(export.config), max_slots=2, eos_id=None,
+    b = ContinuousBatcher(poisoned, GraphShape.from_model_config(export.config), max_slots=2, eos_ids=(),
                           max_tokens_limit=64)
     bad, good = Collector(), Collector()
     b.submit(bad.request(tok.encode(TEXTS[0]), max_new_tokens=30, temperature=1.0, seed=1))
@@ -200,3 +200,18 @@ def test_closing_ends_the_running_and_the_queued_streams_with_an_error_and_refus
     assert queued.reason[0] == "error" and "before generation started" in queued.reason[1] and queued.tokens == []
     with pytest.raises(RequestError, match="shutting down"):
         b.submit(Collector().request(tok.encode(TEXTS[1]), max_new_tokens=5, temperature=0.0))
+
+
+def test_every_end_id_of_the_version_ends_a_stream(setup):
+    tok, model, export, session = setup
+    prompt = tok.encode(TEXTS[0])
+    full = greedy_reference(model, prompt, 12, None)
+    turn_end = full[5]  # a chat model's end-of-turn token besides its EOS
+    cut = min(full.index(t) for t in (tok.eos_id, turn_end) if t in full)
+    b = ContinuousBatcher(lambda *xs: ort_step(session, *xs), GraphShape.from_model_config(export.config),
+                          max_slots=1, eos_ids=(tok.eos_id, turn_end), max_tokens_limit=64).start()
+    c = Collector()
+    b.submit(c.request(prompt, max_new_tokens=12, temperature=0.0))
+    assert c.done.wait(60)
+    b.close()
+    assert c.tokens == full[:cut] and c.reason == ("stop", None)

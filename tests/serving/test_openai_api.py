@@ -39,7 +39,7 @@ def test_chat_completions_stream_over_server_sent_events(served, api):
     client = openai.OpenAI(base_url=api, api_key="not-needed", max_retries=0)
     messages = [{"role": "user", "content": "Return a JSON string"}]
     whole = client.chat.completions.create(model="lmforge", messages=messages, max_tokens=8, temperature=0)
-    prompt = chat_prompt([ChatMessage(**m) for m in messages])
+    prompt = chat_prompt([ChatMessage(**m) for m in messages], served.workspace.tokenizer)
     assert whole.choices[0].message.content == expected_text(served, prompt, 8).rstrip("\ufffd")
     stream = client.chat.completions.create(model="lmforge", messages=messages, max_tokens=8, temperature=0,
                                             stream=True)

@@ -56,9 +56,9 @@ def wait_for(state, condition, timeout=60.0):
 def test_a_cancelled_stream_frees_its_slot_for_the_waiting_request(one_slot):
     tok, model, state = one_slot
     long_prompt, short_prompt = tok.encode(LONG), tok.encode(SHORT)
-    uncancelled = reference_greedy(model, long_prompt, LIMIT, tok.eos_id)
+    uncancelled = reference_greedy(model, long_prompt, LIMIT, tok.eos_ids)
     assert len(uncancelled) == LIMIT  # left alone, the stream would hold the slot for all LIMIT tokens
-    alone = reference_greedy(model, short_prompt, 12, tok.eos_id)
+    alone = reference_greedy(model, short_prompt, 12, tok.eos_ids)
     assert generate_metrics(state.metrics_port)["lmforge_generate_streams_finished_total"] == 0
 
     client = LMClient(state.grpc_url, timeout=120)

