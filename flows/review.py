@@ -6,8 +6,9 @@ finished tasks return their persisted results, and ``suspend_flow_run`` (same ke
 Prefect refuses to suspend a run without a deployment, hence the two ways.
 
 A run on a temporary local API (``lmforge nightly`` with no ``PREFECT_API_URL``: flows/temporary_server.py, or
-Prefect's own) cannot be reached by another process, so no one could resume it: it waits on the metadata store instead, where the dashboard and
-``lmforge review`` record the decision (``decision_in_store``), polling every ``poll_interval_s``.
+Prefect's own) cannot be reached by another process, so no one could resume it: it waits on the metadata
+store instead, where the dashboard and ``lmforge review`` record the decision (``decision_in_store``),
+polling every ``poll_interval_s``.
 
 A suspended run has no process to time out in: before it suspends it schedules a run of the
 ``review-deadline`` deployment at its deadline, which applies the configured default if nobody has decided
