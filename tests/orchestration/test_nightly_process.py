@@ -30,12 +30,15 @@ from lmforge_core.runtime import Runtime
 pytestmark = pytest.mark.slow
 
 SERVER = b"prefect.server.api.server:create_app"
+DISTRIBUTED_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def _env(config: Path, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """`lmforge` with this configuration, no Prefect server named (unless ``extra`` names one) and a Prefect
-    home of its own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "LMFORGE_"))}
+    home of its own. Not this process's torch.distributed variables: a training earlier in the session made
+    it a world of one (RANK, MASTER_PORT ... set, the port held)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "LMFORGE_")) and k not in DISTRIBUTED_VARS}
     return env | {"LMFORGE_CONFIG": str(config), "PYTHONPATH": str(PROJECT), "PREFECT_HOME": str(home)} | (extra or {})
 
 
