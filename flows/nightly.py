@@ -1,7 +1,8 @@
 """``nightly_retrain``: the recipe of one night, as a flow.
 
 ingest new shards -> quality gate (failed: the run fails, naming the expectations) -> nothing new: a
-recorded no-op -> dataset version -> continual training -> evaluation -> promotion gate -> optional human
+recorded no-op -> dataset version -> (a configured base model, the first night: imported as production and
+evaluated as the first champion) -> continual training from production -> evaluation -> promotion gate -> optional human
 review -> export -> verify in a throw-away Triton -> publish to the Triton repository -> load it in the
 serving Triton.
 
@@ -93,6 +94,9 @@ def nightly_retrain(source: str | None = None, train_steps: int | None = None, p
             dataset = steps.dataset_to_train(rt, ingest)
             if dataset is None:
                 return _summary("nothing_new", ingest["message"], **fields)
+        base = steps.base_model_step(rt, dataset)
+        if base is not None:
+            fields |= {"base_model": base}
         trained = steps.train_step(rt, dataset, train_steps, processes)
         fields |= {"dataset_version": dataset, "model_version": trained["model_version"],
                    "training": {k: trained[k] for k in ("run_id", "status", "checkpoint_key", "summary")}}

@@ -74,6 +74,24 @@ def ingest_step(rt: Runtime, source: str | None) -> dict[str, Any]:
     return result
 
 
+def base_model_step(rt: Runtime, dataset: str) -> dict[str, Any] | None:
+    """With ``[model] base`` configured and no production model yet: the base is imported as production and,
+    when the evaluation stage is installed, evaluated as the first champion (on the night's ``dataset``
+    tokenized by its own tokenizer, before any challenger). None without a configured base."""
+    if not rt.settings.model.base:
+        return None
+    from tasks.train.imports import base_dataset, install_base
+
+    base = install_base(rt, rt.settings.model.base)
+    base_dataset(rt, base.imported, dataset)
+    out: dict[str, Any] = {"model_version": base.imported.model_version, "production": base.production,
+                           "installed": base.installed}
+    get_run_logger().info("base model %s; production is %s", base.imported.model_version, base.production)
+    if base.installed and "evaluate" not in missing_stages():
+        out["evaluation"] = evaluate_step(rt, base.imported.model_version)
+    return out
+
+
 def dataset_to_train(rt: Runtime, ingest: dict[str, Any]) -> str | None:
     """This night's dataset version, or the latest one whose training never finished (a crashed night)."""
     if ingest.get("dataset_version"):

@@ -1,47 +1,52 @@
-"""Masking of credentials in URLs and messages, so nothing secret reaches a log or a screen."""
+"""Masking of credentials in URLs, messages and settings, so nothing secret reaches a log or a screen."""
 
 from __future__ import annotations
 
 import re
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
-# ``user:password@`` inside free text; the password may hold '/' and other URL characters.
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
-_SECRET_QUERY = {"password", "sslpassword", "secret", "token", "passfile"}
+# ``user:password@`` after a scheme, anywhere in free text. The password runs to the last '@' of its word: a
+# password may hold '/', ':' and even an unencoded '@' (``bob:p@ss@db`` masks ``p@ss``, not ``p``). A nested
+# scheme (``s3://http://user:pw@host``, how Triton names an S3 endpoint) is masked from the outer one on.
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>\S*)@")
+# ``password=...`` and its kin in a query string or a message (``sslpassword``, ``aws_secret_access_key``...)
+_SECRET_PARAM = re.compile(r"(?i)\b(\w*(?:password|secret|token|passfile)\w*)=([^&\s'\"]+)")
+# settings keys whose string values are secrets whatever they look like
+_SECRET_KEY = re.compile(r"(?i)(password|passwd|secret|token|credentials?|api_key|access_key)(_hash)?$")
+# settings keys whose values are locations, which may be typed as ``user:password@host`` without a scheme
+_LOCATION_KEY = re.compile(r"(?i)(url|uri|repository|endpoint|dsn)$")
 MASK = "***"
-
-
-def mask_url(url: str) -> str:
-    """Hide the password of a URL (in its user part or its query); when unparsable, hide it all."""
-    if url.startswith("s3://") or ("://" not in url and "@" not in url):
-        return _mask_generic(url)
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError):
-        return MASK if "@" in url or "password" in url.lower() else url
-    secret_keys = {key: MASK for key in parsed.query if key.lower() in _SECRET_QUERY}
-    if secret_keys:
-        parsed = parsed.update_query_dict(secret_keys)
-    return parsed.render_as_string(hide_password=True)
-
-
-def _mask_generic(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return mask_text(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}"))
 
 
 def mask_text(text: str) -> str:
     """Mask every ``user:password@`` and ``password=...`` found inside free text (e.g. a driver's message)."""
     text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
-    return re.sub(r"(?i)\b(password|sslpassword|secret|token)=([^&\s'\"]+)", rf"\1={MASK}", text)
+    return _SECRET_PARAM.sub(rf"\1={MASK}", text)
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of a URL (in its user part or its query); a ``user:password@host`` typed without its
+    scheme is hidden whole (nothing marks where its password ends)."""
+    if "://" not in url:
+        return MASK if "@" in url else mask_text(url)
+    return mask_text(url)
+
+
+def _masked_value(key: str, value: Any) -> Any:
+    if isinstance(value, str) and value:
+        if _SECRET_KEY.search(key):
+            return MASK
+        return mask_url(value) if _LOCATION_KEY.search(key) else mask_text(value)
+    return mask_secrets(value)
+
+
+def mask_secrets(data: Any) -> Any:
+    """A copy of plain data (dicts, lists, strings: a settings dump) with every credential masked, so that a
+    setting added later is masked without being listed here: the whole value of a key naming a secret
+    (``password_hash``, ``token``...), a location (``*_url``, ``*_uri``, ``repository``...) as :func:`mask_url`
+    masks it, and any other string as :func:`mask_text` does."""
+    if isinstance(data, dict):
+        return {key: _masked_value(str(key), value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [mask_secrets(value) for value in data]
+    return mask_text(data) if isinstance(data, str) else data

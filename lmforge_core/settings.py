@@ -22,10 +22,11 @@ from pydantic_settings import (
 from lmforge_core.config.dashboard import DashboardConfig
 from lmforge_core.config.data import DataConfig
 from lmforge_core.config.evaluate import EvaluateConfig
+from lmforge_core.config.model import ModelSection
 from lmforge_core.config.orchestration import OrchestrationConfig
 from lmforge_core.config.serving import ServingConfig
 from lmforge_core.config.train import TrainConfig
-from lmforge_core.redact import mask_url
+from lmforge_core.redact import mask_secrets
 
 DEFAULT_CONFIG_FILE = Path("lmforge.toml")
 
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
         description="Folder path or s3://bucket/prefix for artifacts; empty means <workspace>/artifacts.",
     )
     model_name: str = Field(default="lmforge", description="Registered model name.")
+    model: ModelSection = Field(default_factory=ModelSection)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
@@ -102,12 +104,7 @@ class Settings(BaseSettings):
 
     def masked(self) -> dict[str, Any]:
         """The settings as plain data with every credential masked, safe to print or log."""
-        data = self.model_dump(mode="json")
-        data["database_url"] = mask_url(self.database_url)
-        data["artifact_uri"] = mask_url(self.artifact_uri)
-        for reviewer in data["dashboard"]["reviewers"]:
-            reviewer["password_hash"] = "***"  # noqa: S105 (a mask, not a password)
-        return data
+        return mask_secrets(self.model_dump(mode="json"))
 
 
 def _config_file_in_effect(init_settings: PydanticBaseSettingsSource) -> Path | None:

@@ -10,6 +10,21 @@ TRAINING_OPTIONS = ("dropout", "activation_checkpointing")
 
 
 @dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3's rotary frequency scaling (``rope_scaling.rope_type = "llama3"`` in a Hugging Face config):
+    long wavelengths are slowed by ``factor``, short ones kept, the band between interpolated."""
+
+    factor: float
+    low_freq_factor: float
+    high_freq_factor: float
+    original_max_position_embeddings: int
+
+    def __post_init__(self) -> None:
+        if self.factor <= 0 or self.high_freq_factor <= self.low_freq_factor:
+            raise ValueError(f"rope scaling needs factor > 0 and high_freq_factor > low_freq_factor, got {self}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Shape of the decoder-only transformer (Llama-style: RoPE, RMSNorm pre-norm, SwiGLU, GQA)."""
 
@@ -22,6 +37,7 @@ class ModelConfig:
     multiple_of: int = 256
     context: int = 256
     rope_theta: float = 10000.0
+    rope_scaling: RopeScaling | None = None  # None: plain RoPE
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
     init_std: float = 0.02
@@ -89,6 +105,8 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
+        if isinstance(data.get("rope_scaling"), dict):
+            data["rope_scaling"] = RopeScaling(**data["rope_scaling"])
         return cls(**data)
 
 

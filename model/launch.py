@@ -22,7 +22,7 @@ from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from model.engine import free_port, init_single_process
+from model.engine import free_port, init_single_process, shutdown_distributed
 
 ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"
 
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     init_single_process()
     train(JobConfig.load(args.job))
+    shutdown_distributed()  # only after a finished run: a failed rank must not wait in a barrier for the others
 
 
 if __name__ == "__main__":

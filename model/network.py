@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from model.configs import ModelConfig
+from model.configs import ModelConfig, RopeScaling
 from model.fused_ops import rms_norm, rotary_qkv, swiglu
 from model.losses import linear_cross_entropy
 
@@ -30,10 +30,26 @@ class RMSNorm(nn.Module):
         return rms_norm(x, self.weight, self.eps)
 
 
-def rope_tables(head_dim: int, length: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def scaled_frequencies(inv_freq: torch.Tensor, scaling: RopeScaling) -> torch.Tensor:
+    """Llama 3's frequency scaling, as transformers computes it (``_compute_llama3_parameters``)."""
+    low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
+    high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = ((scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor)
+              / (scaling.high_freq_factor - scaling.low_freq_factor))
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope_tables(head_dim: int, length: int, theta: float,
+                scaling: RopeScaling | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of shape (length, 1, head_dim / 2) for rotate-half rotary embeddings (Llama layout:
     both halves of a head share the frequencies, so half-width tables serve both)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    if scaling is not None:
+        inv_freq = scaled_frequencies(inv_freq, scaling)
     freqs = torch.outer(torch.arange(length, dtype=torch.float32), inv_freq)
     return freqs.cos()[:, None], freqs.sin()[:, None]
 
@@ -170,7 +186,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Block(config, dropout) for _ in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.output = OutputHead(config, self.tok_embeddings if config.tie_embeddings else None)
-        cos, sin = rope_tables(config.head_dim, config.context, config.rope_theta)
+        cos, sin = rope_tables(config.head_dim, config.context, config.rope_theta, config.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.reset_parameters()

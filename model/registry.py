@@ -1,8 +1,9 @@
 """Load a registered model version for inference: weights (sha256-verified safetensors) and its tokenizer.
 
 A model version (``lmforge:v3``) records its weights folder in the artifact store (``artifacts['weights']``,
-with the sha256 of each file in ``artifacts['sha256']``) and the dataset version it was trained on, whose
-tokenizer is the model's tokenizer. ``ref`` is what people type: ``production``, ``candidate``, ``3``,
+with the sha256 of each file in ``artifacts['sha256']``), its tokenizer version (``artifacts['tokenizer']``)
+and the dataset version it was trained on (versions recorded before the tokenizer was: that dataset's
+tokenizer is the model's). ``ref`` is what people type: ``production``, ``candidate``, ``3``,
 ``v3`` or ``lmforge:v3``.
 """
 
@@ -21,7 +22,7 @@ from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.store import MetadataStore
 from model.configs import ModelConfig
 from model.network import Transformer
-from model.tokenizer import TokenizerRef, load_tokenizer
+from model.tokenizer import TokenizerRef, load_recorded
 from model.weights import CONFIG_FILE, WEIGHTS_FILE, WeightsIntegrityError, load_model, sha256_file
 
 
@@ -88,14 +89,17 @@ def fetch_weights(artifacts: ArtifactStore, record: dict[str, Any], dest: Path, 
 
 def tokenizer_for_version(session: Any, artifacts: ArtifactStore, record: dict[str, Any],
                           cfg: TokenizerConfig) -> TokenizerRef | None:
-    """The tokenizer of the dataset version a model version was trained on (None if it has none)."""
+    """The tokenizer recorded with a model version (``artifacts['tokenizer']``: an imported model and what
+    was trained from it), else that of the dataset version it was trained on (None if it has none)."""
+    if record.get("tokenizer"):
+        return load_recorded(artifacts, repo.get_tokenizer_version(session, record["tokenizer"]), cfg)
     dataset = record.get("dataset_version")
     if not dataset:
         return None
     tok = repo.get_dataset_version(session, dataset).tokenizer
     if tok is None:
         return None
-    return load_tokenizer(artifacts, tok.version, tok.artifact_key, cfg, record_id=tok.id)
+    return load_recorded(artifacts, tok, cfg)
 
 
 def load_model_version(metadata: MetadataStore, artifacts: ArtifactStore, name: str, ref: str, *,

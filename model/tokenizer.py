@@ -5,14 +5,16 @@ model), so it lives in the model library rather than in a stage.
 
 Special tokens come first in the vocabulary (BOS, EOS, PAD = ids 0, 1, 2 with the default config).
 A tokenizer version is stored as ``tokenizers/<version>/tokenizer.json`` and recorded in the
-metadata store; `current_tokenizer` returns the newest recorded one, so later runs reuse it and a
-new one is trained only on explicit request.
+metadata store; ingestion reuses the newest trained one, and a new one is trained only on explicit request.
+
+An imported model keeps its own tokenizer: it is recorded as a tokenizer version too (never retrained), with
+its provenance, its special tokens and its chat template (`IMPORTED` in the record's ``trained_on``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ class TokenizerRef:
     pad_id: int
     tokenizer: Tokenizer
     record_id: int | None = None
+    chat_template: str | None = None  # Jinja, as in a Hugging Face tokenizer_config.json
 
     @property
     def special_ids(self) -> frozenset[int]:
@@ -83,9 +86,27 @@ def train_bpe(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
     return tokenizer
 
 
-def make_ref(tokenizer: Tokenizer, version: str, cfg: TokenizerConfig, record_id: int | None = None) -> TokenizerRef:
+IMPORTED = "imported_from"  # the key of ``trained_on`` that marks an imported model's tokenizer
+
+
+def special_tokens(cfg: TokenizerConfig, imported: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Role -> token text: the configured house tokens, or an imported tokenizer's own (a model without a
+    BOS or PAD token uses its EOS token for them: packing joins documents with EOS and pads the last window)."""
+    if not imported:
+        return {"bos": cfg.bos, "eos": cfg.eos, "pad": cfg.pad}
+    eos = imported.get("eos_token")
+    if not eos:
+        raise ValueError(f"the imported tokenizer from {imported.get(IMPORTED)} has no end-of-sequence token")
+    return {"bos": imported.get("bos_token") or eos, "eos": eos, "pad": imported.get("pad_token") or eos}
+
+
+def make_ref(tokenizer: Tokenizer, version: str, cfg: TokenizerConfig, record_id: int | None = None,
+             imported: Mapping[str, Any] | None = None) -> TokenizerRef:
+    """The reference of a tokenizer; ``imported`` is the record of an imported model's tokenizer (its special
+    tokens and chat template), None for a house tokenizer."""
     data = tokenizer.to_str().encode()
-    ids = {name: tokenizer.token_to_id(tok) for name, tok in (("bos", cfg.bos), ("eos", cfg.eos), ("pad", cfg.pad))}
+    tokens = special_tokens(cfg, imported)
+    ids = {name: tokenizer.token_to_id(tok) for name, tok in tokens.items()}
     missing = [name for name, i in ids.items() if i is None]
     if missing:
         raise ValueError(f"tokenizer {version} lacks the special tokens {missing}; train a new one")
@@ -99,6 +120,7 @@ def make_ref(tokenizer: Tokenizer, version: str, cfg: TokenizerConfig, record_id
         pad_id=ids["pad"],
         tokenizer=tokenizer,
         record_id=record_id,
+        chat_template=(imported or {}).get("chat_template"),
     )
 
 
@@ -107,7 +129,13 @@ def store_tokenizer(artifacts: ArtifactStore, ref: TokenizerRef) -> None:
 
 
 def load_tokenizer(artifacts: ArtifactStore, version: str, key: str, cfg: TokenizerConfig,
-                   record_id: int | None = None) -> TokenizerRef:
-    """Load a stored tokenizer (the store verifies its sha256)."""
+                   record_id: int | None = None, imported: Mapping[str, Any] | None = None) -> TokenizerRef:
+    """Load a stored tokenizer (the store verifies its sha256); ``imported`` as in `make_ref`."""
     tokenizer = Tokenizer.from_str(artifacts.get_bytes(key).decode())
-    return make_ref(tokenizer, version, cfg, record_id)
+    return make_ref(tokenizer, version, cfg, record_id, imported)
+
+
+def load_recorded(artifacts: ArtifactStore, record: Any, cfg: TokenizerConfig) -> TokenizerRef:
+    """Load the tokenizer of a ``TokenizerVersion`` record (house or imported)."""
+    imported = record.trained_on if IMPORTED in (record.trained_on or {}) else None
+    return load_tokenizer(artifacts, record.version, record.artifact_key, cfg, record.id, imported)

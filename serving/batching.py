@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from model.decoding import SamplingParams, make_generator, sample_next
+from serving.triton_models.common import CANCEL_POLL_S
 
 log = logging.getLogger(__name__)
 _SERIALS = itertools.count()
@@ -50,11 +51,11 @@ SAMPLING_PARAMETERS: dict[str, tuple[str, tuple[type, ...]]] = {
     "seed": ("seed", (int,)),
 }
 DEFAULT_MAX_TOKENS = 64
-# how often a running stream's cancellation is asked for: in Triton each ask is a round trip to the server
-# process; asked for every slot at every step, the asks took more of the scheduler thread (16 slots) than
-# the decode step did. A cancelled stream so runs on for at most this long.
-CANCEL_POLL_S = 0.1
-
+# numerically safe ranges of the float parameters (inclusive). Dividing fp32 logits by a temperature or a
+# repetition penalty near 0 overflows them to inf, the softmax to NaN, and the draw raises: 1e-300 did so
+# inside a shared batch. Temperature 0 (greedy) stays allowed below the range.
+SAFE_RANGES: dict[str, tuple[float, float]] = {"temperature": (0.01, 5.0), "repetition_penalty": (0.01, 100.0)}
+INT64_MAX = 2**63 - 1  # every integer parameter travels as a Triton INT64
 
 
 class RequestError(ValueError):
@@ -168,6 +169,10 @@ class ContinuousBatcher:
             params.validate()
         except ValueError as exc:
             raise RequestError(str(exc)) from exc
+        for key in SAFE_RANGES:
+            check_range(key, getattr(params, key))
+        if params.seed is not None:
+            check_range("seed", params.seed)
 
     def submit(self, request: GenerationRequest) -> None:
         self.validate(request.prompt, request.params)
@@ -322,16 +327,28 @@ class ContinuousBatcher:
         for i, slot in enumerate(slots):
             key = slot.request.params if slot.request.params.greedy else ("sampled", i)
             groups.setdefault(key, []).append(i)
-        tokens = [0] * len(slots)
+        tokens: list[int | None] = [None] * len(slots)
         for members in groups.values():
-            first = slots[members[0]]
-            group = rows if len(members) == len(slots) else rows[members]  # one group (the usual case): no copy
-            picked = sample_next(group, self._history(slots, members), first.request.params, first.generator)
-            for i, token in zip(members, picked.tolist(), strict=True):
+            picked = self._sample_group(slots, members, rows)
+            for i, token in zip(members, picked, strict=True):
                 tokens[i] = token
         for slot, token in zip(slots, tokens, strict=True):
-            self._accept(slot, token)
+            if token is not None:
+                self._accept(slot, token)
         self._active = [s for s in self._active if s.pending >= 0]
+
+    def _sample_group(self, slots: list[_Slot], members: list[int], rows: torch.Tensor) -> list[int | None]:
+        """The group's next tokens; if sampling them fails, only the group's own streams end (with the
+        reason) and the rest of the batch goes on."""
+        first = slots[members[0]]
+        group = rows if len(members) == len(slots) else rows[members]  # one group (the usual case): no copy
+        try:
+            return sample_next(group, self._history(slots, members), first.request.params, first.generator).tolist()
+        except Exception as exc:  # e.g. a distribution that overflowed to NaN: the row's own failure
+            log.warning("sampling failed for %d stream(s); they end, the batch goes on: %s", len(members), exc)
+            for i in members:
+                self._finish(slots[i], "error", f"sampling the next token failed: {exc}")
+            return [None] * len(members)
 
     @staticmethod
     def _history(slots: list[_Slot], members: list[int]) -> torch.Tensor:
@@ -403,7 +420,19 @@ def sampling_params(raw: str | dict[str, Any], max_tokens_limit: int) -> Samplin
         if isinstance(value, bool) or not isinstance(value, types):
             raise RequestError(f"request parameter {key!r} must be {' or '.join(t.__name__ for t in types)}, "
                              f"got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RequestError(f"request parameter {key!r} must be finite, got {value!r}")
+        check_range(key, value)
         values[field] = float(value) if float in types else value
     return SamplingParams(**values)
+
+
+def check_range(key: str, value: float) -> None:
+    """RequestError unless ``value`` of parameter ``key`` is finite, fits an INT64 and lies in its safe range."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RequestError(f"request parameter {key!r} must be finite, got {value!r}")
+    if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise RequestError(f"request parameter {key!r} must fit a 64-bit integer (at most {INT64_MAX}), got {value}")
+    if key in SAFE_RANGES and not (key == "temperature" and value == 0):
+        low, high = SAFE_RANGES[key]
+        if not low <= value <= high:
+            zero = " (or 0 for greedy)" if key == "temperature" else ""
+            raise RequestError(f"request parameter {key!r} must be between {low} and {high}{zero}, got {value!r}")

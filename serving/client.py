@@ -29,6 +29,13 @@ class ServingError(RuntimeError):
     """A request to the Triton server failed; the message names the model, the URL and the cause."""
 
 
+def unavailable(exc: BaseException) -> bool:
+    """Whether a failure means the server or the requested model version is not there (down, starting,
+    mid-reload, or the version was switched away), rather than a refused request."""
+    message = str(exc).lower()
+    return any(m.lower() in message for m in (*_RETRYABLE, "unknown model", "no available versions"))
+
+
 @dataclass
 class RetryPolicy:
     attempts: int = 4

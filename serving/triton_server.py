@@ -159,20 +159,58 @@ def start_server(repository: Path | str, run_dir: Path, *, model_control: str = 
 
 
 def stop_pid(pid: int, timeout: float = 15.0) -> None:
-    """SIGTERM the server we started (by its pid), SIGKILL after ``timeout``."""
-    if not pid_alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
+    """SIGTERM the server we started (by its pid), SIGKILL after ``timeout``; then end what is left of its
+    process group (the server runs in a session of its own): python-backend stubs can outlive a killed
+    server (one ignored SIGTERM for 10 minutes, holding 384 MB), so they are killed with it."""
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        if not _exited(pid, timeout):
+            os.kill(pid, signal.SIGKILL)
+            _exited(pid, 5.0)
+    reap_group(pid)
+
+
+def _exited(pid: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` for ``pid`` to end (reaping it if it is our child)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
+                return True
         except ChildProcessError:  # not our child (started by another `lmforge triton up`)
             if not pid_alive(pid):
-                return
+                return True
         time.sleep(0.2)
-    os.kill(pid, signal.SIGKILL)
+    return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while we looked
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def reap_group(pgid: int, timeout: float = 10.0) -> None:
+    """SIGKILL every process left in group ``pgid`` (the server's, named by its pid) and wait until none lives."""
+    deadline = time.monotonic() + timeout
+    while group_members(pgid) and time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    left = group_members(pgid)
+    if left:
+        raise TritonServerError(f"processes {left} of the Triton server's group {pgid} survived SIGKILL")
 
 
 def read_state(run_dir: Path) -> ServerState | None:

@@ -7,12 +7,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
+from dashboard import auth, charts, data
 from dashboard.context import Context
 from dashboard.ui import empty_state, run_page, when
+from tasks.quality.pii import redact_excerpt
 
 BATCHES_SHOWN = 60
 QUARANTINE_SAMPLE = 20
+EXCERPT_SHOWN = 300
 
 
 def _label(row: Any) -> str:
@@ -108,10 +110,14 @@ def _quarantine(ctx: Context, batches: pd.DataFrame) -> None:
     if not sample:
         st.warning(f"The quarantine file `{chosen.quarantine_key}` is not in the artifact store.")
         return
-    shown = pd.DataFrame([{"reason": s.get("reason"), "detail": s.get("detail"), "source": s.get("source"),
-                           "text": (s.get("text") or "")[:300]} for s in sample])
-    st.caption(f"The first {len(shown)} documents of `{chosen.quarantine_key}`.")
-    st.dataframe(shown, hide_index=True, width="stretch")
+    rows = [{"reason": s.get("reason"), "detail": s.get("detail"), "source": s.get("source")} for s in sample]
+    signed_in = auth.current_user(ctx) is not None
+    if signed_in:  # redacted again as shown: files quarantined before excerpts were redacted hold raw values
+        for row, s in zip(rows, sample, strict=True):
+            row["text"] = redact_excerpt(s.get("text") or "", EXCERPT_SHOWN)[0]
+    st.caption(f"The first {len(rows)} documents of `{chosen.quarantine_key}`."
+               + ("" if signed_in else " Sign in as a reviewer (sidebar) to read their text."))
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
 def render(ctx: Context) -> None:

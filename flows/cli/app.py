@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from flows.cli import dashboard as cli_dashboard
 from flows.cli import data as cli_data
@@ -23,7 +25,7 @@ from flows.cli import study as cli_study
 from flows.cli import train as cli_train
 from flows.cli.common import CliError, configure, debug_enabled, emit, err_console, runtime, settings
 from lmforge_core.artifacts import ArtifactError
-from lmforge_core.metadata import MetadataStoreError
+from lmforge_core.metadata import MetadataStoreError, describe_database_error
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.repository import NotFoundError
 from lmforge_core.redact import mask_text
@@ -50,20 +52,42 @@ def _global_options(
     configure(debug=debug, config_file=config)
 
 
+def _render_init(c: Any, d: dict[str, Any]) -> None:
+    c.print(f"[green]initialised[/] workspace {d['workspace']}\n  database  {d['database']} (schema "
+            f"{d['schema_revision']})\n  artifacts {d['artifacts']}")
+    if d.get("base_model"):
+        base = d["base_model"]
+        c.print(f"  base model {base['imported']['model_version']} (tokenizer {base['imported']['tokenizer']}); "
+                f"production is {base['production']}" + ("" if base["installed"] else " (kept: it existed already)"))
+
+
 @app.command()
-def init(as_json: JsonFlag = False) -> None:
-    """Create the workspace and the metadata database (applies migrations)."""
+def init(
+    base_model: Annotated[str | None, typer.Option(
+        "--base-model", help="a Hugging Face Llama folder or .gguf file: imported as the first production model")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create the workspace and the metadata database (applies migrations); with ``--base-model`` (or
+    ``[model] base``) the nights keep that pretrained model current instead of training the house network."""
     rt = runtime()
     rt.artifacts.check()
-    data = {
+    data: dict[str, Any] = {
         "workspace": str(rt.settings.workspace),
         "database": rt.metadata.display_url,
         "schema_revision": rt.metadata.current_revision(),
         "artifacts": rt.artifacts.uri,
     }
-    emit(data, as_json, lambda c, d: c.print(f"[green]initialised[/] workspace {d['workspace']}\n"
-                                              f"  database  {d['database']} (schema {d['schema_revision']})\n"
-                                              f"  artifacts {d['artifacts']}"))
+    base = base_model or rt.settings.model.base
+    if base:
+        from model.weights import WeightsError
+        from tasks.train.imports import install_base
+
+        try:
+            data["base_model"] = dataclasses.asdict(install_base(rt, base))
+        except (WeightsError, ValueError) as exc:
+            raise CliError(str(exc), "point --base-model at a Llama folder (config.json + *.safetensors) "
+                           "or a .gguf file") from exc
+    emit(data, as_json, _render_init)
 
 
 @db_app.command("upgrade")
@@ -193,6 +217,9 @@ def main() -> None:
         app()  # standalone: usage errors and exit codes end in SystemExit here
     except _PERSON_ERRORS as exc:
         _fail(_one_line(exc))
+    except SQLAlchemyError as exc:  # the database went away or refused mid-command: its cause, not the SQL
+        _fail(f"the metadata database failed: {describe_database_error(exc)}; check that it is running and "
+              "reachable (LMFORGE_DATABASE_URL), then run the command again (--debug shows the statement)")
     except Exception as exc:  # the last line of defence: still one line unless --debug
         _fail(f"unexpected {type(exc).__name__}: {mask_text(str(exc))} (re-run with --debug for details)")
 

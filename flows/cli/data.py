@@ -93,8 +93,8 @@ def _render_ingest(c: Console, d: dict[str, Any]) -> None:
                 + (" (newly trained)" if d["tokenizer_trained"] else ""))
     shown = d["removals"][:_SHOWN_REMOVALS]
     if shown:
-        c.print(f"why removed (first {len(shown)} of {d['removals_recorded']}; all in the metadata store and "
-                "the quarantine file):")
+        c.print(f"why removed (the first {len(shown)}; {d['removals_recorded']} kept in the metadata store, every "
+                "rejected record in the quarantine file):")
         for r in shown:
             c.print(f"  {r['shard']} #{r['position']} {r['doc_id'] or ''}: {r['explanation']}", markup=False)
     for key in d["quarantine_keys"]:

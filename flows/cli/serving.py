@@ -1,4 +1,4 @@
-"""``lmforge triton up|down|status``, ``lmforge serve publish|rollback|openai``, ``lmforge generate``,
+"""``lmforge triton up|down|status``, ``lmforge serve publish|rollback|status|reconcile|openai``, ``lmforge generate``,
 ``lmforge loadtest``: the serving side of the CLI. Heavy imports happen inside the commands."""
 
 from __future__ import annotations
@@ -110,13 +110,25 @@ def _render_status(c: Console, d: dict[str, Any]) -> None:
 
 def _render_published(c: Console, d: dict[str, Any]) -> None:
     if d["reused"]:
+        done = (f"the server at {d['served_by']} now serves it" if d["switched"] else "nothing to do")
         c.print(f"{d['model_version']} is already published as Triton version {d['triton_version']} in "
-                f"{d['repository']} with the same graph: nothing to do")
+                f"{d['repository']} with the same graph: {done}")
         return
     c.print(f"[green]published[/] {d['model_version']} as Triton version {d['triton_version']} in {d['repository']}\n"
             f"  ONNX parity max |diff| {d['parity_max_abs']:.2g}; verified {d['verification']['prompts']} prompts, "
             f"p50 {d['verification']['latency_ms']['p50']:.0f} ms\n"
             f"  server: {d['served_by'] or 'none running (start with `lmforge triton up`)'}")
+
+
+def _render_serving(c: Console, d: dict[str, Any]) -> None:
+    recorded = f"version {d['recorded']}" if d["recorded"] is not None else "nothing"
+    triton = (", ".join(f"{m} {v}" for m, v in d["triton"].items()) if d["triton"] is not None
+              else "no server answered")
+    c.print(f"store records {recorded} as served; Triton ({d['server'] or 'none'}) serves: {triton}")
+    for difference in d["differences"]:
+        c.print(f"  [red]differs[/] {difference}")
+    if d["agree"]:
+        c.print("  [green]in agreement[/]")
 
 
 def _register_serve(app: typer.Typer) -> None:
@@ -148,6 +160,29 @@ def _register_serve(app: typer.Typer) -> None:
         emit(result, as_json, lambda c, d: c.print(
             f"[green]rolled back[/] to {d['model_version']} (Triton version {d['triton_version']}, "
             f"was {d['from_version']})"))
+
+    @serve.command("status")
+    def serve_status(as_json: JsonFlag = False) -> None:
+        """What the store records as served against what Triton serves; exit 1 when they differ."""
+        from tasks.publish.reconcile import serving_status
+
+        status = serving_status(runtime())
+        emit(status.to_dict(), as_json, _render_serving)
+        if not status.agree:
+            raise typer.Exit(code=1)
+
+    @serve.command("reconcile")
+    def serve_reconcile(as_json: JsonFlag = False) -> None:
+        """Make Triton serve the version the store records as served (audited)."""
+        from tasks.publish.publish import PublishError
+        from tasks.publish.reconcile import reconcile
+
+        try:
+            result = reconcile(runtime(), actor=getpass.getuser())
+        except PublishError as exc:
+            raise CliError(str(exc), "check `lmforge serve status` and `lmforge triton status`") from exc
+        emit(result, as_json, lambda c, d: (c.print("[green]reconciled[/]" if d["changed"] else "already in agreement"),
+                                            _render_serving(c, d["after"])))
 
     @serve.command("openai")
     def openai_server(host: str = "127.0.0.1", port: int = 8000, url: UrlOption = None) -> None:

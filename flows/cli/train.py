@@ -76,16 +76,32 @@ def train(
         raise CliError(str(exc), "see the run folder's log and `lmforge status`") from exc
     emit(dataclasses.asdict(result), as_json, _render)
 
+def _export_target(directory: Path, force: bool) -> None:
+    """Refuse a file, or a folder that already holds something unless ``force``: an export writes its files
+    (config.json, model.safetensors, the tokenizer's) over any of the same names, and would leave the others
+    beside them as if they belonged to it."""
+    if directory.exists() and not directory.is_dir():
+        raise CliError(f"{directory} exists and is not a folder", "give a new or empty folder")
+    held = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    if held and not force:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise CliError(f"{directory} is not empty ({shown}): exporting into it would overwrite or mix files",
+                       "give a new or empty folder, or --force to write into this one")
+
+
 def export_hf_command(
     model_version: Annotated[str, typer.Argument(help="version number (3, v3) or alias (production)")],
     directory: Annotated[Path, typer.Argument(help="output folder (config.json + model.safetensors)")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write into DIRECTORY even if it holds files (files of the same names are replaced).")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Write a model version as a Hugging Face Llama checkpoint, tokenizer included."""
+    """Write a model version as a Hugging Face Llama checkpoint, tokenizer included, into a new or empty folder."""
     from model.hf_interop import export_hf
     from model.registry import fetch_weights, split_ref, tokenizer_for_version
     from model.weights import WeightsError
 
+    _export_target(directory, force)
     rt = runtime()
     name, ref = split_ref(rt.settings.model_name, model_version)
     with rt.metadata.session() as session:
@@ -103,25 +119,30 @@ def export_hf_command(
         f"[green]exported[/] {d['model_version']} to {d['directory']} (Llama format"
         + (f", tokenizer {d['tokenizer']})" if d["tokenizer"] else ", no tokenizer recorded)")))
 
+def _render_import(c: Console, d: dict[str, Any]) -> None:
+    shape = d["model"]
+    what = "already registered as" if d["found"] else "registered as"
+    c.print(f"[green]imported[/] {d['source']}: {what} {d['model_version']} ({shape['n_layers']} layers, dim "
+            f"{shape['dim']}, vocabulary {shape['vocab_size']}; "
+            + (f"its own tokenizer {d['tokenizer']})" if d["tokenizer"] else "no tokenizer)"))
+    c.print(f"  generate: `lmforge generate-local {d['model_version']} PROMPT`; to keep it current every night: "
+            f"`lmforge init --base-model {d['source']}`")
+
+
 def import_hf_command(
-    directory: Annotated[Path, typer.Argument(help="Hugging Face Llama folder (config.json + safetensors)")],
+    source: Annotated[Path, typer.Argument(help="Hugging Face Llama folder (config.json + safetensors) or .gguf file")],
     as_json: JsonFlag = False,
 ) -> None:
-    """Convert a Llama checkpoint into lmforge weights (continue from it with `train --from DIR`)."""
-    from model.hf_interop import import_hf
-    from model.weights import WeightsError, read_weights_config
+    """Import a pretrained Llama checkpoint as a new model version, with its own tokenizer and chat template."""
+    from model.weights import WeightsError
+    from tasks.train.imports import import_model
 
     rt = runtime()
-    out = rt.settings.workspace / "imports" / directory.resolve().name
     try:
-        digest = import_hf(directory, out)
-    except WeightsError as exc:
-        raise CliError(str(exc), "point at a folder with config.json and *.safetensors") from exc
-    meta = read_weights_config(out)
-    emit({"weights": str(out), "sha256": digest, "model": meta["model"], "tokenizer": meta.get("tokenizer")},
-         as_json, lambda c, d: c.print(f"[green]imported[/] to {d['weights']} "
-                                       f"({d['model']['n_layers']} layers, dim {d['model']['dim']}"
-                                       + (", with its tokenizer)" if d["tokenizer"] else ", no tokenizer)")))
+        imported = import_model(rt, source)
+    except (WeightsError, ValueError) as exc:
+        raise CliError(str(exc), "point at a Llama folder (config.json + *.safetensors) or a .gguf file") from exc
+    emit(dataclasses.asdict(imported) | {"source": str(source)}, as_json, _render_import)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,8 @@ Reviewers are authenticated one of two ways (both may be on):
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
+
 from pydantic import BaseModel, Field, field_validator
 
 ARGON2_PREFIX = "$argon2id$"
@@ -40,7 +42,13 @@ class DashboardConfig(BaseModel):
         None, description="header carrying the user name set by an authenticating proxy (None: not trusted)")
     header_reviewers: list[str] = Field(
         default_factory=list, description="identities from the header allowed to review; empty: any identity")
-    max_failed_logins: int = Field(5, ge=1, description="failed logins per name within the window before a lockout")
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list,
+        description="networks of the reverse proxies in front of the dashboard (e.g. 10.0.0.0/16, 127.0.0.1/32): "
+                    "a connection from one is attributed to the client its X-Forwarded-For names")
+    max_failed_logins: int = Field(
+        5, ge=1, description="failed logins per name and client address (and per client address) within the window "
+                             "before a lockout")
     login_window_s: int = Field(300, ge=1, description="window and lockout length of the failed-login limit")
     max_rows: int = Field(500, ge=10, le=100_000, description="bound of every list query of a page")
 

@@ -131,6 +131,10 @@ class DataConfig(BaseModel):
     redact_pii: bool = True
     # excerpt of a rejected record kept in the quarantine artifact (characters).
     quarantine_excerpt_chars: int = 20_000
+    # removal rows (why each rejected record went) kept in the metadata store per reason and batch; past it a
+    # reason is kept as its count (the batch's rejects) and these first rows as samples. The quarantine file
+    # keeps every rejected record. Bounds what a tiny file of a million empty records can add to the database.
+    max_removals_per_reason: int = Field(1000, ge=1)
     # named filter profiles; a built-in one (`web`, `technical`) given in config is overridden field by field.
     filter_profiles: dict[str, FilterThresholds] = Field(
         default_factory=lambda: {name: make() for name, make in BUILT_IN_FILTER_PROFILES.items()}

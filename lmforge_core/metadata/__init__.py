@@ -5,6 +5,6 @@ The rest of the project goes through :mod:`lmforge_core.metadata.repository` (an
 locks shared by every process on one store); no raw SQL elsewhere (tests/test_layers.py checks it).
 """
 
-from lmforge_core.metadata.store import MetadataStore, MetadataStoreError
+from lmforge_core.metadata.store import MetadataStore, MetadataStoreError, describe_database_error
 
-__all__ = ["MetadataStore", "MetadataStoreError"]
+__all__ = ["MetadataStore", "MetadataStoreError", "describe_database_error"]

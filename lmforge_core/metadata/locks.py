@@ -43,6 +43,7 @@ class LockKey(IntEnum):
 
     MIGRATION = 0x1F0F0E
     INGEST = 0x1F0F1E
+    PUBLISH = 0x1F0F2E
 
 
 class LockHeldError(RuntimeError):

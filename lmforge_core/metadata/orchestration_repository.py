@@ -21,6 +21,7 @@ from lmforge_core.metadata.models import (
     RunStatus,
     TrainingRun,
 )
+from lmforge_core.metadata.repository import latest_dataset_version
 
 
 def succeeded_run_for_dataset(session: Session, dataset_version_id: int) -> TrainingRun | None:
@@ -45,8 +46,8 @@ def resumable_run_for_dataset(session: Session, dataset_version_id: int) -> Trai
 
 
 def latest_untrained_dataset(session: Session) -> DatasetVersion | None:
-    """The latest dataset version, when no training run on it has succeeded yet (else None)."""
-    latest = session.scalars(select(DatasetVersion).order_by(DatasetVersion.id.desc()).limit(1)).first()
+    """The latest ingested dataset version, when no training run on it has succeeded yet (else None)."""
+    latest = latest_dataset_version(session)
     if latest is None or succeeded_run_for_dataset(session, latest.id) is not None:
         return None
     return latest

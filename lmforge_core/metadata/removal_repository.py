@@ -7,7 +7,8 @@ ingest writes them in the batch's commit transaction, the dashboard and the CLI 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
@@ -21,9 +22,21 @@ REMOVAL_FIELDS = ("shard", "position", "doc_id", "reason", "detail", "rule", "sc
 _INSERT_ROWS = 1000  # rows per executemany: a batch's removals are streamed, never all in memory
 
 
-def record_removals(session: Session, batch_id: int, removals: Iterable[Mapping[str, Any]]) -> int:
-    """Insert the removals of batch `batch_id` (each a mapping over `REMOVAL_FIELDS`); returns how many."""
-    rows = iter(removals)
+def _sampled(removals: Iterable[Mapping[str, Any]], per_reason: int) -> Iterator[Mapping[str, Any]]:
+    """The first `per_reason` removals of each reason, in input order."""
+    seen: Counter[str] = Counter()
+    for removal in removals:
+        seen[removal["reason"]] += 1
+        if seen[removal["reason"]] <= per_reason:
+            yield removal
+
+
+def record_removals(session: Session, batch_id: int, removals: Iterable[Mapping[str, Any]],
+                    per_reason: int) -> int:
+    """Insert the removals of batch `batch_id` (each a mapping over `REMOVAL_FIELDS`), at most `per_reason` of
+    each reason (the first ones, as samples: the batch's `rejects` keeps every reason's count); returns how
+    many were inserted."""
+    rows = _sampled(removals, per_reason)
     count = 0
     while chunk := [{"batch_id": batch_id, **{k: r.get(k) for k in REMOVAL_FIELDS}} for r in islice(rows, _INSERT_ROWS)]:
         session.execute(insert(DocumentRemoval), chunk)

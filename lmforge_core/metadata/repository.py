@@ -240,8 +240,25 @@ def add_tokenizer_version(
     return tokenizer
 
 
-def latest_tokenizer_version(session: Session) -> TokenizerVersion | None:
-    return session.scalar(select(TokenizerVersion).order_by(TokenizerVersion.id.desc()).limit(1))
+def latest_tokenizer_version(session: Session, *, without: str | None = None) -> TokenizerVersion | None:
+    """The newest tokenizer version; with ``without``, the newest whose ``trained_on`` lacks that key."""
+    for tokenizer in session.scalars(select(TokenizerVersion).order_by(TokenizerVersion.id.desc())):
+        if without is None or without not in (tokenizer.trained_on or {}):
+            return tokenizer
+    return None
+
+
+def get_tokenizer_version(session: Session, version: str) -> TokenizerVersion:
+    found = session.scalar(select(TokenizerVersion).where(TokenizerVersion.version == version))
+    if found is None:
+        raise NotFoundError(f"tokenizer version {version!r} does not exist")
+    return found
+
+
+def find_tokenizer_version(session: Session, sha256: str) -> TokenizerVersion | None:
+    """The tokenizer version whose file has this sha256 (the first recorded), if any."""
+    return session.scalar(select(TokenizerVersion).where(TokenizerVersion.sha256 == sha256)
+                          .order_by(TokenizerVersion.id).limit(1))
 
 
 def next_sequence_label(session: Session, model: type[DatasetVersion] | type[TokenizerVersion], prefix: str) -> str:
@@ -297,13 +314,31 @@ def get_dataset_version(session: Session, version: str) -> DatasetVersion:
     return dataset
 
 
+DERIVED = "."  # ``ds-000003.tok-000002``: the documents of ds-000003 tokenized by tok-000002
+
+
+def derived_dataset_label(version: str, tokenizer_version: str) -> str:
+    """The label of ``version``'s documents tokenized by another tokenizer (a derived dataset version)."""
+    return f"{version.split(DERIVED, 1)[0]}{DERIVED}{tokenizer_version}"
+
+
+def is_derived_dataset(version: str) -> bool:
+    return DERIVED in version
+
+
+def find_dataset_version(session: Session, version: str) -> DatasetVersion | None:
+    return session.scalar(select(DatasetVersion).where(DatasetVersion.version == version))
+
+
 def list_dataset_versions(session: Session) -> list[DatasetVersion]:
     stmt = select(DatasetVersion).options(selectinload(DatasetVersion.lineage), selectinload(DatasetVersion.tokenizer))
     return list(session.scalars(stmt.order_by(DatasetVersion.id)))
 
 
 def latest_dataset_version(session: Session) -> DatasetVersion | None:
-    return session.scalar(select(DatasetVersion).order_by(DatasetVersion.id.desc()).limit(1))
+    """The newest ingested dataset version (derived versions re-tokenize one; they are not new data)."""
+    stmt = select(DatasetVersion).where(DatasetVersion.version.not_like(f"%{DERIVED}%"))
+    return session.scalar(stmt.order_by(DatasetVersion.id.desc()).limit(1))
 
 
 # --- training runs, metrics, checkpoints -----------------------------------------------------
@@ -434,12 +469,31 @@ def get_model_version(session: Session, name: str, version: int) -> ModelVersion
     return found
 
 
+MAX_MODEL_VERSION = 2**31 - 1  # the column is a 32-bit integer on every backend
+
+
+def version_number(ref: str) -> int | None:
+    """The number of a version reference (``3``, ``v3``), None when ``ref`` is not one (an alias name).
+
+    Only ASCII digits make a number (``v²`` and ``v٣`` are not, though ``str.isdigit`` says so); a number past
+    :data:`MAX_MODEL_VERSION` names no version and is refused here, not by the database driver."""
+    text_ref = ref.strip()
+    digits = text_ref[1:] if text_ref[:1] in ("v", "V") else text_ref
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    number = int(digits)
+    if number > MAX_MODEL_VERSION:
+        raise NotFoundError(f"model version {ref.strip()[:40]!r} is out of range: version numbers go up to "
+                            f"{MAX_MODEL_VERSION}")
+    return number
+
+
 def resolve_model_version(session: Session, name: str, ref: str) -> ModelVersion:
     """``ref`` is a version number (``3`` or ``v3``) or an alias (``production``)."""
     text_ref = ref.strip()
-    digits = text_ref[1:] if text_ref.lower().startswith("v") else text_ref
-    if digits.isdigit():
-        return get_model_version(session, name, int(digits))
+    number = version_number(text_ref)
+    if number is not None:
+        return get_model_version(session, name, number)
     version = get_alias(session, name, text_ref)
     if version is None:
         raise NotFoundError(f"model {name!r} has no version {ref!r} and no alias of that name")

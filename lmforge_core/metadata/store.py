@@ -57,6 +57,12 @@ def _engine_for(url: str) -> Engine:
             f"LMFORGE_DATABASE_URL {mask_url(url)!r} is not a database URL; "
             "use sqlite:///path.db or postgresql+psycopg://user@host:5432/db"
         ) from exc
+    if parsed.get_backend_name() != "sqlite" and url.split("?", 1)[0].count("@") > 1:
+        # the driver would take what follows the first '@' for the host, and name it in its errors
+        raise MetadataStoreError(
+            f"LMFORGE_DATABASE_URL {mask_url(url)!r} has more than one '@' before its host: write an '@' of the "
+            "user name or password as %40 (URL-encoded)"
+        )
     connect_args: dict[str, object] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -85,6 +91,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def describe_database_error(exc: Exception) -> str:
+    """The driver's first line of a database error, masked: never SQLAlchemy's statement, parameters and
+    background link (kilobytes of SQL that bury the cause, e.g. "server closed the connection unexpectedly")."""
+    detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
+    return mask_text(first_line)
+
+
 class MetadataStore:
     """The metadata database. ``session()`` is one transaction: committed on exit, rolled back on error."""
 
@@ -95,9 +109,7 @@ class MetadataStore:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def _describe(self, exc: Exception) -> str:
-        detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-        first_line = str(detail).strip().splitlines()[0] if str(detail).strip() else type(detail).__name__
-        return mask_text(first_line)
+        return describe_database_error(exc)
 
     def check(self) -> None:
         """Connect once; raise :class:`MetadataStoreError` naming the cause when that fails."""

@@ -13,6 +13,13 @@ from model.tokenizer import TokenizerRef, make_ref
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_META = "tokenizer_meta.json"
+# how often a running stream's cancellation is asked for: in Triton each ask is a round trip to the server
+# process; asked for every slot at every step, the asks took more of the scheduler thread (16 slots) than
+# the decode step did. A cancelled stream so runs on for at most this long.
+CANCEL_POLL_S = 0.1
+# request parameters of ``generate`` between the models: a caller's name for its stream, and a control
+# request that cancels the stream of that name (how ``generate_text`` cancels its BLS stream)
+STREAM_KEY, CANCEL_KEY = "lmforge_stream", "lmforge_cancel"
 
 
 @dataclass

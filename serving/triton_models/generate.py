@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ import triton_python_backend_utils as pb_utils
 
 from serving.batching import ContinuousBatcher, GenerationRequest, GraphShape, RequestError, StepFn, sampling_params
 from serving.onnx_files import ONNX_FILE, input_names, ort_session, ort_step, output_names, read_manifest
-from serving.triton_models.common import TOKENIZER_META, ModelArgs
+from serving.triton_models.common import CANCEL_KEY, STREAM_KEY, TOKENIZER_META, ModelArgs
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
@@ -48,6 +49,14 @@ def _bls_step(version: int, n_layers: int) -> StepFn:
     return step
 
 
+# Every SchedulerMetrics of this stub, kept until the process ends. Triton (2.51) shares a metric family, and a
+# metric with the same labels, between every instance that creates one of that name: a reload starts the new
+# instance before the old one finalizes, and an old instance deleting its family or metrics freed what the new
+# one still wrote to. Under traffic during a version switch that corrupted the server's heap (SIGABRT,
+# "malloc(): unaligned fastbin chunk detected"). So nothing here is ever deleted.
+_KEPT: list[SchedulerMetrics] = []
+
+
 class SchedulerMetrics:
     """The batcher's slots and counts as custom metrics of the python backend (Triton's /metrics)."""
 
@@ -57,6 +66,7 @@ class SchedulerMetrics:
 
     def __init__(self, version: int) -> None:
         labels = {"model": "generate", "version": str(version)}
+        _KEPT.append(self)  # never deleted while the stub lives: see _KEPT
         kinds = [(n, d, pb_utils.MetricFamily.GAUGE) for n, d in self.GAUGES.items()]
         kinds += [(n, d, pb_utils.MetricFamily.COUNTER) for n, d in self.COUNTERS.items()]
         self.families = {n: pb_utils.MetricFamily(name=f"lmforge_generate_{n}", description=d, kind=k)
@@ -73,10 +83,6 @@ class SchedulerMetrics:
             if total > self.sent[name]:
                 self.metrics[name].increment(total - self.sent[name])
                 self.sent[name] = total
-
-    def close(self) -> None:
-        self.metrics.clear()  # a metric must go before its family
-        self.families.clear()
 
 
 class _Stream:
@@ -138,6 +144,38 @@ class _Responses:
                 stream.failed = stream.failed or exc
 
 
+class _KeyedStreams:
+    """Streams a caller named with a ``STREAM_KEY`` parameter, so that a later request with ``CANCEL_KEY``
+    can stop them: Triton 2.51's python backend cannot cancel a BLS request, so ``generate_text`` stops the
+    stream it opened this way when its own client cancels. Only live streams are kept."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def track(self, key: str | None, on_finish: Callable[[str, str | None], None],
+              is_cancelled: Callable[[], bool]) -> tuple[Callable[[str, str | None], None], Callable[[], bool]]:
+        """The request's callbacks; with a key, cancellable by it and forgotten when the stream ends."""
+        if key is None:
+            return on_finish, is_cancelled
+        flag = threading.Event()
+        with self._lock:
+            self._live[str(key)] = flag
+
+        def finish(reason: str, error: str | None) -> None:
+            with self._lock:
+                self._live.pop(str(key), None)
+            on_finish(reason, error)
+
+        return finish, lambda: flag.is_set() or is_cancelled()
+
+    def cancel(self, key: str) -> None:
+        with self._lock:
+            flag = self._live.get(key)
+        if flag is not None:
+            flag.set()
+
+
 class GenerateModel:
     def __init__(self, args: dict[str, Any]) -> None:
         self.args = a = ModelArgs.parse(args)
@@ -155,18 +193,26 @@ class GenerateModel:
         self.limit = a.int_param("max_tokens_limit", 256)
         self.metrics = SchedulerMetrics(a.version)
         self.responses = _Responses()
+        self.keyed = _KeyedStreams()
         self.batcher = ContinuousBatcher(step, shape, max_slots=a.int_param("max_slots", 8), eos_id=eos,
                                          max_tokens_limit=self.limit, observer=self.metrics).start()
 
     def _submit(self, request: Any) -> None:
         sender = request.get_response_sender()
         try:
+            raw = json.loads(request.parameters() or "{}")
+            key = raw.pop(STREAM_KEY, None)
+            if CANCEL_KEY in raw:  # a control request: stop the keyed stream, answer with the final flag only
+                self.keyed.cancel(str(raw[CANCEL_KEY]))
+                sender.send(flags=FINAL)
+                return
             tensor = pb_utils.get_input_tensor_by_name(request, "input_ids")
             prompt = tensor.as_numpy().reshape(-1).tolist()
-            params = sampling_params(request.parameters(), self.limit)
+            params = sampling_params(raw, self.limit)
             stream = _Stream(sender, self.responses)
-            self.batcher.submit(GenerationRequest(prompt, params, on_token=stream.token, on_finish=stream.finish,
-                                                  is_cancelled=sender.is_cancelled))
+            on_finish, is_cancelled = self.keyed.track(key, stream.finish, sender.is_cancelled)
+            self.batcher.submit(GenerationRequest(prompt, params, on_token=stream.token, on_finish=on_finish,
+                                                  is_cancelled=is_cancelled))
         except (RequestError, ValueError, TypeError) as exc:
             sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"generate: {exc}")), flags=FINAL)
 
@@ -177,5 +223,4 @@ class GenerateModel:
 
     def finalize(self) -> None:
         self.batcher.close()
-        self.metrics.close()
         self.responses.close()

@@ -36,6 +36,22 @@ def _chunks(docs: Iterable[tuple[str, str]], size: int) -> Iterator[list[tuple[s
         yield chunk
 
 
+def forced_validation(doc_hashes: Iterable[str], fraction: float) -> set[str]:
+    """A small batch whose hashes put nothing into validation still gets its lowest-hash document there.
+
+    One pass over the hashes (streamed from the documents table), keeping only the smallest.
+    """
+    if fraction <= 0:
+        return set()
+    count, lowest = 0, None
+    for doc_hash in doc_hashes:
+        if split_of(doc_hash, fraction) == "validation":
+            return set()
+        count += 1
+        lowest = doc_hash if lowest is None else min(lowest, doc_hash)
+    return {lowest} if count >= 2 and lowest is not None else set()
+
+
 def write_dataset(
     artifacts: ArtifactStore,
     version: str,

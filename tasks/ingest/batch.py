@@ -21,7 +21,7 @@ from tasks.ingest.records import DocRef, Record
 from tasks.quality.assess import Assessment
 from tasks.quality.documents_table import SCORES, DocumentsTable
 from tasks.quality.drift import BatchProfile
-from tasks.quality.pii import PII_TYPES
+from tasks.quality.pii import PII_TYPES, redact_excerpt
 
 
 @dataclass
@@ -94,7 +94,10 @@ class BatchSpool:
 
     def reject(self, record: Record, reason: str, assessment: Assessment | None = None,
                decision: DedupDecision | None = None, rule: dict[str, Any] | None = None) -> None:
-        """Quarantine a record with why: `rule` (the failed filter's `Bound.explain`) or `decision` (its twin)."""
+        """Quarantine a record with why: `rule` (the failed filter's `Bound.explain`) or `decision` (its twin).
+
+        The excerpt kept is PII-redacted whatever `redact_pii` says (a quarantine is read by people, never trained
+        on): the scores and the counts of what was redacted (`pii`) stay as the evidence, the values do not."""
         entry: dict[str, Any] = {
             "shard": record.shard,
             "position": record.position,
@@ -106,9 +109,10 @@ class BatchSpool:
         if assessment is not None:
             entry["failed_filters"] = assessment.failed
             entry["scores"] = {k: round(v, 6) for k, v in assessment.scores.items()}
-            entry["text"] = assessment.text[: self.excerpt_chars]
+            text = assessment.text
         else:
-            entry["text"] = (record.excerpt if record.excerpt is not None else record.text or "")[: self.excerpt_chars]
+            text = record.excerpt if record.excerpt is not None else record.text or ""
+        entry["text"], entry["pii"] = redact_excerpt(text, self.excerpt_chars)
         if rule is not None:
             entry["filter"] = rule
         if decision is not None and decision.duplicate_of is not None:

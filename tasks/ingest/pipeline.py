@@ -47,7 +47,6 @@ Records rejected on the way are in ``quarantine/<batch>/rejected.jsonl.gz`` and 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -59,8 +58,8 @@ from lmforge_core.metadata.locks import ConfirmLock
 from lmforge_core.metadata.models import BatchStatus, DatasetVersion, TokenizerVersion
 from lmforge_core.runtime import Runtime
 from model.token_shards import manifest_bytes
-from model.tokenizer import TokenizerRef, load_tokenizer, make_ref, store_tokenizer, train_bpe
-from tasks.dataset.packing import split_of, write_dataset
+from model.tokenizer import IMPORTED, TokenizerRef, load_tokenizer, make_ref, store_tokenizer, train_bpe
+from tasks.dataset.packing import forced_validation, write_dataset
 from tasks.ingest.ingest_lock import ingest_lock
 from tasks.ingest.known_shards import Retry, link_retry, record_shard
 from tasks.ingest.sample import write_sample
@@ -79,7 +78,7 @@ from tasks.quality.drift import jensen_shannon
 from tasks.quality.gate import GateResult, run_gate
 
 GATE_FAILED = "quality_gate_failed"
-REPORTED_REMOVALS = 100  # removals listed in `IngestResult` (all of them are in the store and the quarantine)
+REPORTED_REMOVALS = 100  # removals listed in `IngestResult` (all of them are in the quarantine file)
 
 
 @dataclass
@@ -107,7 +106,8 @@ class IngestResult:
     remaining_drops: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     retry_of: int | None = None  # the quarantined or failed batch whose shards this batch re-ran
-    # why records were removed: the first REPORTED_REMOVALS (each with an `explanation`), and how many in all
+    # why records were removed: the first REPORTED_REMOVALS (each with an `explanation`), and how many of them the
+    # metadata store keeps (at most `data.max_removals_per_reason` per reason; `rejected` has every count)
     removals: list[dict[str, Any]] = field(default_factory=list)
     removals_recorded: int = 0
 
@@ -335,9 +335,11 @@ def quarantine_batch(runtime: Runtime, staged: StagedBatch, gate: GateOutcome) -
 
 
 def _current_tokenizer(runtime: Runtime) -> TokenizerRef | None:
+    """The newest house tokenizer (an imported model's tokenizer is not the house's: training tokenizes the
+    same documents for it, see `tasks.dataset.versions.dataset_for_tokenizer`)."""
     cfg = runtime.settings.data.tokenizer
     with runtime.metadata.session() as session:
-        latest = repo.latest_tokenizer_version(session)
+        latest = repo.latest_tokenizer_version(session, without=IMPORTED)
         if latest is None:
             return None
         version, key, record_id = latest.version, latest.artifact_key, latest.id
@@ -359,22 +361,6 @@ def choose_tokenizer(runtime: Runtime, staged: StagedBatch, new_tokenizer: bool 
     return TokenizerChoice(ref, trained=True)
 
 
-def _forced_validation(doc_hashes: Iterable[str], fraction: float) -> set[str]:
-    """A small batch whose hashes put nothing into validation still gets its lowest-hash document there.
-
-    One pass over the hashes (streamed from the documents table), keeping only the smallest.
-    """
-    if fraction <= 0:
-        return set()
-    count, lowest = 0, None
-    for doc_hash in doc_hashes:
-        if split_of(doc_hash, fraction) == "validation":
-            return set()
-        count += 1
-        lowest = doc_hash if lowest is None else min(lowest, doc_hash)
-    return {lowest} if count >= 2 and lowest is not None else set()
-
-
 def build_dataset_version(runtime: Runtime, staged: StagedBatch, choice: TokenizerChoice) -> DatasetBuild:
     """Step 6: tokenize and pack the accepted documents into a new dataset version, store its manifest and
     the documents (the version is recorded by `commit_batch`)."""
@@ -383,7 +369,7 @@ def build_dataset_version(runtime: Runtime, staged: StagedBatch, choice: Tokeniz
     t0 = time.perf_counter()
     with runtime.metadata.session() as session:
         version = repo.next_sequence_label(session, DatasetVersion, "ds")
-    forced = _forced_validation(staged.spool.documents.doc_hashes(), cfg.validation_fraction)
+    forced = forced_validation(staged.spool.documents.doc_hashes(), cfg.validation_fraction)
     manifest, manifest_key = write_dataset(
         runtime.artifacts, version, staged.spool.accepted_documents(), choice.ref, window=cfg.window,
         validation_fraction=cfg.validation_fraction, shard_windows=cfg.shard_max_windows,
@@ -475,7 +461,8 @@ def commit_batch(runtime: Runtime, staged: StagedBatch, gate: GateOutcome, decis
             record_shard(session, t, batch_id, accepted=t.accepted if accepted else 0)
         link_retry(session, staged.retry_of, batch_id)
         _record_validations(session, batch_id, gate)
-        recorded = removals.record_removals(session, batch_id, staged.spool.removals())
+        recorded = removals.record_removals(session, batch_id, staged.spool.removals(),
+                                            runtime.settings.data.max_removals_per_reason)
         if accepted:
             _record_dataset(session, staged, decision)
         repo.finish_batch(session, batch_id, status=decision.status, records_read=staged.read,

@@ -1,8 +1,10 @@
 """Shard readers: JSONL, Parquet and plain-text/Markdown documents, optionally ``.gz`` / ``.zst`` streams.
 
 Readers stream: a JSONL shard is read line by line with a size cap, so a huge or endless line costs
-at most one cap of memory. Malformed units become records with a reason; a shard that cannot be
-read further raises `ShardError` after yielding what it could read.
+at most one cap of memory; a Parquet cell over the same cap is rejected while still in Arrow's buffers,
+before it becomes a Python string (a few KB of Parquet can hold a cell of many MB). Malformed units become
+records with a reason; a shard that cannot be read further raises `ShardError` after yielding what it could
+read.
 """
 
 import gzip
@@ -11,11 +13,14 @@ import json
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import zstandard
 
 from tasks.ingest.records import Reason, Record, ShardError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 TEXT_SUFFIXES = {".txt", ".md"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
@@ -176,7 +181,47 @@ def _cell(columns: dict[str, list], name: str, i: int) -> str | None:
     return None if value is None else str(value)
 
 
-def read_parquet(path: Path, shard: str, text_column: str) -> Iterator[Record]:
+def _cell_bytes(batch: "pa.RecordBatch") -> list[tuple[int, str]]:
+    """Per row, the size in bytes of its largest string or binary cell and that cell's column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    largest = [(0, "")] * batch.num_rows
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        kind = column.type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+                or pa.types.is_large_binary(kind)):
+            continue
+        for i, size in enumerate(pc.fill_null(pc.binary_length(column), 0).to_pylist()):
+            if size > largest[i][0]:
+                largest[i] = (size, name)
+    return largest
+
+
+def _without_oversized(batch: "pa.RecordBatch", shard: str, first: int, text_column: str,
+                       cap: int) -> tuple["pa.RecordBatch", dict[int, Record]]:
+    """The batch with every row that holds a cell over ``cap`` bytes blanked, and those rows' rejections
+    (by index in the batch), each with an excerpt of its text cut in Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    over = {i: found for i, found in enumerate(_cell_bytes(batch)) if found[0] > cap}
+    if not over:
+        return batch, {}
+    mask = pa.array([i in over for i in range(batch.num_rows)])
+    text = batch.column(text_column)
+    head = pc.utf8_slice_codeunits(text, 0, _EXCERPT) if pa.types.is_string(text.type) \
+        or pa.types.is_large_string(text.type) else pa.nulls(batch.num_rows, pa.string())
+    rejections = {
+        i: Record(shard, first + i, reason=Reason.DOCUMENT_TOO_LARGE,
+                  detail=f"column {name!r} holds {size} bytes, over the cap of {cap} (data.max_line_bytes)",
+                  excerpt=head[i].as_py() or "")
+        for i, (size, name) in over.items()}
+    blanked = [pc.if_else(mask, pa.scalar(None, column.type), column) for column in batch.columns]
+    return pa.RecordBatch.from_arrays(blanked, schema=batch.schema), rejections
+
+
+def read_parquet(path: Path, shard: str, text_column: str, max_cell_bytes: int) -> Iterator[Record]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -194,11 +239,13 @@ def read_parquet(path: Path, shard: str, text_column: str) -> Iterator[Record]:
     wanted = [c for c in (text_column, "id", "source", "created_at") if c in names]
     position = 0
     try:
-        for batch in pf.iter_batches(batch_size=1024, columns=wanted):
+        for raw in pf.iter_batches(batch_size=1024, columns=wanted):
+            batch, oversized = _without_oversized(raw, shard, position + 1, text_column, max_cell_bytes)
+            del raw  # an oversized cell's buffer goes before the other rows become Python objects
             columns = {name: batch.column(name).to_pylist() for name in wanted}
             for i, text in enumerate(columns[text_column]):
                 position += 1
-                rejected = _text_rejection(shard, position, text, excerpt=repr(text)[:_EXCERPT])
+                rejected = oversized.get(i) or _text_rejection(shard, position, text, excerpt=repr(text)[:_EXCERPT])
                 if rejected is not None:
                     yield rejected
                 else:
@@ -222,7 +269,7 @@ def read_shard(path: Path, shard: str, max_line_bytes: int, text_column: str = "
             Reason.UNSUPPORTED_FORMAT, f"{shard}: not .jsonl/.ndjson, .parquet, .txt or .md (optionally .gz/.zst)"
         )
     if fmt == "parquet":
-        yield from read_parquet(path, shard, text_column)
+        yield from read_parquet(path, shard, text_column, max_line_bytes)
         return
     if path.stat().st_size == 0:
         raise ShardError(Reason.EMPTY_FILE, f"{shard} is empty")

@@ -212,3 +212,16 @@ def redact_pii(text: str) -> tuple[str, dict[str, int]]:
 
         text = pattern.sub(replace, text)
     return text, counts
+
+
+# longer than any value a rule finds (an e-mail address is at most 64 + 1 + 253 characters): a value that a cut
+# would split lies whole inside the margin.
+_EXCERPT_MARGIN = 320
+
+
+def redact_excerpt(text: str, chars: int) -> tuple[str, dict[str, int]]:
+    """The first ``chars`` characters of ``text`` with every PII value in them replaced by its placeholder, and
+    the counts per type. Redacted before the cut, over a margin, so that a value the cut splits is found whole
+    (a cut first would keep the half of a card number that no rule recognises any more)."""
+    redacted, counts = redact_pii(text[: chars + _EXCERPT_MARGIN])
+    return redacted[:chars], counts

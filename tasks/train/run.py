@@ -2,7 +2,8 @@
 
 1. the dataset version (latest by default) and every earlier version (the replay pool) are fetched from
    the artifact store into the workspace cache (sha256-verified);
-2. the starting point: the ``production`` model, an imported Hugging Face checkpoint, or scratch;
+2. the starting point: the ``production`` model, a checkpoint imported (and registered) now, or scratch; a
+   model that has its own tokenizer trains on the same documents tokenized by it (`dataset_for_tokenizer`);
 3. a run row, a run folder with ``job.json`` (the typed :class:`JobConfig`), and training in-line (one
    process) or under ``torchrun`` / ``deepspeed``; events are recorded as they come (metrics in batches,
    checkpoints uploaded);
@@ -34,13 +35,16 @@ from lmforge_core.runtime import Runtime
 from model import checkpointing as ckpt
 from model.configs import ModelConfig, get_config
 from model.engine import fit_micro_batch, init_single_process, resolve_precision
-from model.hf_interop import import_hf
 from model.job import JOB_FILE, DataMixConfig, JobConfig
 from model.launch import HostfileError, read_error_file, spawn, world_size
 from model.metrics import peak_flops
+from model.registry import tokenizer_for_version
 from model.token_shards import load_manifest, safe_key_path
+from model.tokenizer import TokenizerRef
 from model.train_loop import train
 from model.weights import CONFIG_FILE, WEIGHTS_FILE, read_weights_config
+from tasks.dataset.versions import dataset_for_tokenizer
+from tasks.train.imports import import_model
 from tasks.train.recording import Recorder, checkpoint_prefix, upload_tree
 from tasks.train.replay_plan import planned_config
 
@@ -88,15 +92,28 @@ def fetch_dataset(runtime: Runtime, version: str, cache: Path, splits: tuple[str
 
 
 def _datasets(runtime: Runtime, version: str | None) -> tuple[str, int, list[str]]:
+    """(the ingested version to train, its id, the earlier ingested versions: the replay pool). Versions that
+    re-tokenize an ingested one for another tokenizer are not versions of their own here."""
     with runtime.metadata.session() as session:
+        ingested = [d for d in repo.list_dataset_versions(session) if not repo.is_derived_dataset(d.version)]
         if version is None:
-            latest = repo.latest_dataset_version(session)
-            if latest is None:
+            if not ingested:
                 raise TrainingError("no dataset version exists yet; run `lmforge ingest SOURCE` first")
-            version = latest.version
+            version = ingested[-1].version
+        version = version.split(repo.DERIVED, 1)[0]  # a derived version names the same documents as its source
         record = repo.get_dataset_version(session, version)
-        earlier = [d.version for d in repo.list_dataset_versions(session) if d.id < record.id]
+        earlier = [d.version for d in ingested if d.id < record.id and d.version != version]
         return version, record.id, earlier
+
+
+def _for_tokenizer(runtime: Runtime, tokenizer: TokenizerRef | None, versions: list[str]) -> list[str]:
+    """``versions`` tokenized for the starting model's own tokenizer (as they are for a model from scratch)."""
+    if tokenizer is None:
+        return versions
+    try:
+        return [dataset_for_tokenizer(runtime, v, tokenizer) for v in versions]
+    except ValueError as exc:
+        raise TrainingError(f"the data cannot be tokenized for {tokenizer.version}: {exc}") from exc
 
 
 def _fetch_model_weights(runtime: Runtime, artifacts: dict[str, Any], dest: Path) -> Path:
@@ -109,23 +126,37 @@ def _fetch_model_weights(runtime: Runtime, artifacts: dict[str, Any], dest: Path
     return dest
 
 
-def _starting_point(runtime: Runtime, source: str, run_dir: Path) -> tuple[str | None, int | None, str]:
-    """(weights folder or None for scratch, base model version id, description)."""
+@dataclass
+class StartingPoint:
+    weights: str | None  # weights folder, None for scratch
+    base_id: int | None  # the model version continued
+    described: str
+    tokenizer: TokenizerRef | None  # the model's own tokenizer; None: the dataset's (scratch)
+
+
+def _starting_point(runtime: Runtime, source: str, run_dir: Path) -> StartingPoint:
+    """``production``, ``scratch`` or a checkpoint to import (a Hugging Face folder or a .gguf file, registered
+    as a model version first): what training starts from, and the tokenizer the data must be tokenized by."""
     name = runtime.settings.model_name
     if source == "scratch":
-        return None, None, "scratch"
-    if source == PRODUCTION:
-        with runtime.metadata.session() as session:
-            production = repo.get_alias(session, name, PRODUCTION)
-            if production is None:
-                return None, None, "scratch (no production model yet)"
-            artifacts, base_id, label = dict(production.artifacts), production.id, production.label
-        return str(_fetch_model_weights(runtime, artifacts, run_dir / "init")), base_id, label
-    hf_dir = Path(source).expanduser()
-    if not hf_dir.is_dir():
-        raise TrainingError(f"--from {source!r} is neither 'production', 'scratch' nor a Hugging Face folder")
-    import_hf(hf_dir, run_dir / "init")
-    return str(run_dir / "init"), None, f"imported {hf_dir.resolve()}"
+        return StartingPoint(None, None, "scratch", None)
+    ref, described = PRODUCTION, None
+    if source != PRODUCTION:
+        path = Path(source).expanduser()
+        if not (path.is_dir() or path.suffix == ".gguf"):
+            raise TrainingError(f"--from {source!r} is neither 'production', 'scratch', a Hugging Face folder "
+                                "nor a .gguf file")
+        ref = import_model(runtime, path).model_version
+        described = f"{ref} (imported {path.resolve()})"
+    with runtime.metadata.session() as session:
+        version = repo.get_alias(session, name, PRODUCTION) if ref == PRODUCTION else \
+            repo.resolve_model_version(session, name, ref.rsplit(":", 1)[1])
+        if version is None:
+            return StartingPoint(None, None, "scratch (no production model yet)", None)
+        artifacts, base_id, described = dict(version.artifacts), version.id, described or version.label
+        tokenizer = tokenizer_for_version(session, runtime.artifacts, artifacts, runtime.settings.data.tokenizer)
+    weights = str(_fetch_model_weights(runtime, artifacts, run_dir / "init"))
+    return StartingPoint(weights, base_id, described, tokenizer)
 
 
 def _execute(job: JobConfig, job_path: Path, processes: int, recorder: Recorder) -> None:
@@ -219,11 +250,19 @@ def _finish(runtime: Runtime, run_id: str, run_pk: int, base_id: int | None, rec
         version = repo.register_model_version(
             session, name=runtime.settings.model_name, training_run_pk=run_pk, parent_id=base_id,
             artifacts={"weights": prefix, "sha256": files, "checkpoint": checkpoint_key,
-                       "dataset_version": job.data.dataset_version, "model_config": job.model.to_dict()})
+                       "dataset_version": job.data.dataset_version, "model_config": job.model.to_dict(),
+                       "tokenizer": _dataset_tokenizer(runtime, job.data.dataset_version)})
         repo.set_alias(session, name=runtime.settings.model_name, alias=CANDIDATE, model_version_id=version.id,
                        actor="train", reason=f"trained by {run_id}")
         repo.finish_run(session, run_id, status=RunStatus.SUCCEEDED, summary=summary | {"model_version": version.label})
         return version.label, checkpoint_key or ""
+
+
+def _dataset_tokenizer(runtime: Runtime, version: str) -> str | None:
+    """The tokenizer version a dataset version was tokenized by: the trained model's tokenizer."""
+    with runtime.metadata.session() as session:
+        tokenizer = repo.get_dataset_version(session, version).tokenizer
+        return tokenizer.version if tokenizer is not None else None
 
 
 def _run(runtime: Runtime, job: JobConfig, run_id: str, run_pk: int, base_id: int | None, processes: int,
@@ -251,18 +290,20 @@ def run_training(runtime: Runtime, *, dataset: str | None = None, steps: int | N
                                                               "processes": processes}.items() if v is not None})
     cfg = cfg.model_copy(update={"peak_flops": cfg.peak_flops or peak_flops(
         resolve_precision(cfg.precision), settings.workspace / "peak_flops.json")})
-    version, dataset_pk, earlier = _datasets(runtime, dataset)
+    requested, dataset_pk, earlier = _datasets(runtime, dataset)
     cache = settings.workspace / "cache"
-    for v in [version, *earlier]:
-        fetch_dataset(runtime, v, cache)
-    manifest = load_manifest(cache, version)
     with runtime.metadata.session() as session:
         run = repo.create_run(session, config={"owner": process_identity()}, dataset_version_id=dataset_pk)
         run_id, run_pk = run.run_id, run.id
     run_dir = settings.workspace / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     with _failure_recorded(runtime, run_id):
-        init_weights, base_id, described = _starting_point(runtime, source, run_dir)
+        start = _starting_point(runtime, source, run_dir)
+        init_weights, base_id, described = start.weights, start.base_id, start.described
+        version, *earlier = _for_tokenizer(runtime, start.tokenizer, [requested, *earlier])
+        for v in [version, *earlier]:
+            fetch_dataset(runtime, v, cache)
+        manifest = load_manifest(cache, version)
         if init_weights:
             model = ModelConfig.from_dict(read_weights_config(Path(init_weights))["model"])
         else:

@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 LMFORGE = [sys.executable, "-m", "flows.cli"]
 
@@ -107,3 +110,58 @@ def test_status_reports_an_unreachable_store_with_exit_code_1(tmp_path: Path) ->
 def test_bad_settings_are_named(tmp_path: Path, env: dict[str, str], expected: str) -> None:
     result = lmforge("init", cwd=tmp_path, env=env)
     assert result.returncode == 1 and expected in result.stderr
+
+
+def test_status_masks_a_password_holding_at_signs_and_the_repository_credentials(tmp_path: Path) -> None:
+    env = {"LMFORGE_DATABASE_URL": "postgresql+psycopg://bob:Qx7k@Zr9w@Vb2@127.0.0.1:1/nowhere",
+           "LMFORGE_SERVING__REPOSITORY": "s3://http://AKIAEXAMPLE:wJalrXUtnFEMI@127.0.0.1:9000/bucket/repo"}
+    result = lmforge("status", "--json", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    printed = result.stdout + result.stderr
+    assert not any(secret in printed for secret in ("Qx7k", "Zr9w", "Vb2", "wJalrXUtnFEMI"))
+    assert data["settings"]["database_url"] == "postgresql+psycopg://bob:***@127.0.0.1:1/nowhere"
+    assert data["settings"]["serving"]["repository"].endswith(":***@127.0.0.1:9000/bucket/repo")
+    assert "write an '@' of the user name or password as %40" in data["database"]["error"]
+
+
+def _backend_waiting_on_a_lock(admin: psycopg.Connection, database: str, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+                            (database,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        time.sleep(0.1)
+    raise AssertionError(f"no backend of {database} came to wait on the lock within {timeout} s")
+
+
+def test_a_database_lost_mid_command_is_one_line_not_its_sql(tmp_path: Path, fresh_postgres_url: str) -> None:
+    """The CLI's query waits on a table lock; its server session is then killed, as a PostgreSQL that dies does."""
+    env = {"LMFORGE_DATABASE_URL": fresh_postgres_url}
+    assert lmforge("init", cwd=tmp_path, env=env).returncode == 0
+    url = make_url(fresh_postgres_url)
+    dsn = {"host": url.host, "port": url.port, "user": url.username}
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LMFORGE_")} | env
+    with psycopg.connect(**dsn, dbname=url.database) as holder, \
+            psycopg.connect(**dsn, dbname="postgres", autocommit=True) as admin:
+        holder.execute("LOCK TABLE training_runs IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen([*LMFORGE, "status"], cwd=tmp_path, env=full_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            admin.execute("SELECT pg_terminate_backend(%s)", (_backend_waiting_on_a_lock(admin, url.database),))
+            _, stderr = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 1
+    assert stderr.count("\n") == 1 and stderr.startswith("error: the metadata database failed: "), stderr
+    assert "terminating connection" in stderr and "SELECT" not in stderr and "[SQL" not in stderr
+
+
+@pytest.mark.parametrize("ref", ["v²", "lmforge:v٣", "1" * 25, "v" + "9" * 12])
+def test_a_version_ref_that_is_no_number_or_out_of_range_is_named(tmp_path: Path, ref: str) -> None:
+    assert lmforge("init", cwd=tmp_path).returncode == 0
+    result = lmforge("export-hf", ref, str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "unexpected" not in result.stderr and ("out of range" in result.stderr or "no alias" in result.stderr)
+    assert not (tmp_path / "out").exists()

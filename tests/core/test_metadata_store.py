@@ -255,3 +255,14 @@ def test_unreachable_database_names_the_cause_and_masks_the_password() -> None:
 def test_malformed_database_url_is_named() -> None:
     with pytest.raises(MetadataStoreError, match="not a database URL"):
         MetadataStore("not a url at all")
+
+
+@pytest.mark.parametrize("ref", ["v²", "٣", "v" + "9" * 25, str(2**31)])
+def test_a_version_ref_is_ascii_digits_within_the_columns_range_on_every_backend(store: MetadataStore,
+                                                                                 ref: str) -> None:
+    with store.session() as session:
+        (v1,) = _versions(session, 1)
+    with store.session() as session:
+        assert repo.resolve_model_version(session, "lm", f"v{v1.version}").id == v1.id
+        with pytest.raises(NotFoundError, match="out of range|no alias of that name"):
+            repo.resolve_model_version(session, "lm", ref)

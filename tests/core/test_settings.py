@@ -1,9 +1,10 @@
+import json
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from lmforge_core.redact import mask_text, mask_url
+from lmforge_core.redact import mask_secrets, mask_text, mask_url
 from lmforge_core.settings import SettingsFileError, load_settings
 
 
@@ -71,3 +72,31 @@ def test_passwords_are_masked_everywhere() -> None:
     assert masked["database_url"] == "postgresql+psycopg://alice:***@db.example:5432/meta"
     assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
     assert "hunter2" not in mask_text('failed for "postgresql://bob:hunter2@h/db": refused')
+
+
+def test_a_password_holding_an_unencoded_at_sign_is_masked_whole() -> None:
+    url = "postgresql+psycopg://bob:Qx7k@Zr9w@Vb2@db.example:5432/meta"
+    assert mask_url(url) == "postgresql+psycopg://bob:***@db.example:5432/meta"
+    assert mask_text(f"could not connect to {url}: refused") == \
+        "could not connect to postgresql+psycopg://bob:***@db.example:5432/meta: refused"
+    masked = load_settings(database_url=url).masked()
+    assert not any(part in str(masked) for part in ("Qx7k", "Zr9w", "Vb2"))
+
+
+@pytest.mark.parametrize("repository", [
+    "s3://http://AKIAEXAMPLE:wJalrXUtnFEMI@127.0.0.1:9000/bucket/repo",  # Triton's form of an S3 endpoint
+    "s3://AKIAEXAMPLE:wJalrXUtnFEMI@bucket/repo",
+])
+def test_every_setting_holding_credentials_is_masked_not_only_the_listed_ones(repository: str) -> None:
+    settings = load_settings(serving={"repository": repository})
+    masked = settings.masked()
+    assert "wJalrXUtnFEMI" not in json.dumps(masked)
+    assert masked["serving"]["repository"].endswith("***@" + repository.rsplit("@", 1)[1])
+
+
+def test_masking_keeps_what_is_not_a_secret() -> None:
+    masked = load_settings(dashboard={"header_reviewers": ["ada@example.org"], "identity_header": "x-user"}).masked()
+    assert masked["dashboard"]["header_reviewers"] == ["ada@example.org"]
+    assert masked["serving"]["max_tokens_limit"] == load_settings().serving.max_tokens_limit
+    assert mask_secrets({"api_token": "abc", "nested": [{"sslpassword": "x"}], "count": 3}) == \
+        {"api_token": "***", "nested": [{"sslpassword": "***"}], "count": 3}

@@ -22,6 +22,8 @@ import pytest
 from seeding import PASSWORD, REVIEWER, Platform
 from services import missing_service
 
+from lmforge_core.metadata import review_repository as reviews
+
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()),
                 shutil.which("chromium"))
 PAGES = {"": "Overview", "data_quality": "Data quality", "training": "Training", "evaluation": "Evaluation",
@@ -49,12 +51,18 @@ def backend_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def dashboard_url(seeded: Platform, tmp_path: Path) -> Iterator[str]:
+def dashboard_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings of the dashboard process beyond the seeded store's (a test parametrizes it indirectly)."""
+    return getattr(request, "param", {})
+
+
+@pytest.fixture
+def dashboard_url(seeded: Platform, dashboard_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """`lmforge dashboard --port P` as a person starts it, on the seeded store; stopped after the test."""
     port = _free_port()
     lmforge = Path(sys.executable).with_name("lmforge")
     command = [str(lmforge)] if lmforge.exists() else [sys.executable, "-m", "flows.cli"]
-    env = os.environ | seeded.env | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = os.environ | seeded.env | dashboard_env | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     log = (tmp_path / "dashboard.log").open("w")
     proc = subprocess.Popen([*command, "dashboard", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
                             cwd=tmp_path, start_new_session=True)
@@ -139,3 +147,66 @@ def test_every_page_then_sign_in_approve_and_production_moves(dashboard_url: str
 def _overview_production(page) -> str:  # type: ignore[no-untyped-def]
     _settled(page, PAGES[""])
     return page.locator('[data-testid="stMetric"]').first.inner_text()
+
+
+def _sign_in(page, base: str, name: str, password: str) -> str:  # type: ignore[no-untyped-def]
+    """Sign in on the overview page; returns what the sidebar answered (the caption or the error)."""
+    page.goto(base)
+    _settled(page, PAGES[""])
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.get_by_role("textbox", name="Reviewer").fill(name)
+    sidebar.get_by_role("textbox", name="Password").fill(password)
+    sidebar.get_by_role("button", name="Sign in").click()
+    answer = sidebar.get_by_text("Signed in as").or_(sidebar.locator('[data-testid="stAlertContentError"]'))
+    answer.first.wait_for(timeout=30_000)
+    return answer.first.inner_text()
+
+
+LIMITS = {"LMFORGE_DASHBOARD__MAX_FAILED_LOGINS": "2", "LMFORGE_DASHBOARD__LOGIN_WINDOW_S": "600"}
+PROXIED = LIMITS | {"LMFORGE_DASHBOARD__TRUSTED_PROXIES": '["127.0.0.1/32", "::1/128"]'}
+
+
+@pytest.mark.parametrize("dashboard_env", [LIMITS], indirect=True)
+def test_a_strangers_failed_logins_do_not_lock_out_a_reviewer(dashboard_url: str, seeded: Platform) -> None:
+    """Two browsers on this host (Streamlit tells no address for either): the stranger's wrong logins under
+    other names lock those names, never the reviewer's."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_need_chromium(), headless=True, args=["--no-sandbox"])
+        stranger = browser.new_context().new_page()
+        for name in ("mallory", "mallory", "admin", "admin"):
+            assert "wrong password" in _sign_in(stranger, dashboard_url, name, "guess-guess-guess")
+        assert "Too many failed logins" in _sign_in(stranger, dashboard_url, "mallory", "guess-guess-guess")
+        reviewer = browser.new_context().new_page()
+        assert _sign_in(reviewer, dashboard_url, REVIEWER, PASSWORD).startswith(f"Signed in as {REVIEWER}")
+        browser.close()
+
+
+@pytest.mark.parametrize("dashboard_env", [PROXIED], indirect=True)
+def test_behind_the_proxy_logins_are_limited_per_forwarded_client(dashboard_url: str, seeded: Platform) -> None:
+    """Behind a trusted proxy (here: this host, forwarding X-Forwarded-For), a stranger guessing the reviewer's
+    own password locks out the stranger's address, not the reviewer's; a forged left part of the header
+    does not move the stranger to another address."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_need_chromium(), headless=True, args=["--no-sandbox"])
+
+        def client(forwarded: str):  # type: ignore[no-untyped-def]
+            return browser.new_context(extra_http_headers={"X-Forwarded-For": forwarded}).new_page()
+
+        stranger = client("203.0.113.7")
+        for _ in range(2):
+            assert "wrong password" in _sign_in(stranger, dashboard_url, REVIEWER, "guess-guess-guess")
+        assert "Too many failed logins" in _sign_in(stranger, dashboard_url, REVIEWER, PASSWORD)
+        forged = client("198.51.100.2, 203.0.113.7")  # the proxy appends what it saw: the real client is last
+        assert "Too many failed logins" in _sign_in(forged, dashboard_url, "bob", "guess-guess-guess")
+        reviewer = client("198.51.100.2")
+        assert _sign_in(reviewer, dashboard_url, REVIEWER, PASSWORD).startswith(f"Signed in as {REVIEWER}")
+        browser.close()
+    with seeded.runtime.metadata.session() as session:
+        events = [(e.action, e.details.get("client")) for e in reviews.audit_events(session)
+                  if e.action.startswith("login")]
+    assert events[0] == ("login", "198.51.100.2")
+    assert {client for action, client in events[1:]} == {"203.0.113.7"}

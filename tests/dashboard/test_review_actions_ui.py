@@ -3,6 +3,10 @@ after signing in, each behind its confirmation, each audited; failed logins are 
 
 from __future__ import annotations
 
+import gzip
+import json
+
+import pandas as pd
 import pytest
 from seeding import APP, PASSWORD, REVIEWER, Platform
 from streamlit.testing.v1 import AppTest
@@ -167,3 +171,60 @@ def test_password_check_uses_the_argon2_hash(reviewer_hash: str) -> None:
     assert auth.check_password(config, "bob", PASSWORD) is None
     with pytest.raises(ValueError, match="argon2id"):
         DashboardConfig(reviewers=[{"name": "bob", "password_hash": "plaintext"}])
+
+
+def _quarantine_table(at: AppTest) -> pd.DataFrame:
+    [table] = [d.value for d in at.dataframe if {"reason", "source"} <= set(d.value.columns)]
+    return table
+
+
+def test_quarantined_text_needs_a_login_and_is_shown_redacted(seeded: Platform) -> None:
+    """A quarantine file written before excerpts were redacted still holds raw values: a visitor reads the reasons
+    only; a reviewer reads the text, redacted as it is shown."""
+    assert seeded.seeded is not None
+    key = f"quarantine/batch-{seeded.seeded.quarantined_batch}/rejected.jsonl.gz"
+    raw = "Refund to jane.doe@example.com on card 4111 1111 1111 1111."
+    seeded.runtime.artifacts.put_bytes(key, gzip.compress(json.dumps(
+        {"shard": "day.jsonl", "position": 1, "id": "d1", "source": "mail", "reason": "filter:word_count",
+         "detail": None, "text": raw}).encode() + b"\n"))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page("views/data_quality.py").run()
+    at.selectbox(key="dq_quarantine").select(
+        next(o for o in at.selectbox(key="dq_quarantine").options if o.startswith(
+            f"batch-{seeded.seeded.quarantined_batch} "))).run()
+    visitor = _quarantine_table(at)
+    assert "text" not in visitor.columns and list(visitor["source"]) == ["mail"]
+    assert any("Sign in as a reviewer" in c.value for c in at.caption)
+    assert "jane.doe" not in str([d.value.to_dict() for d in at.dataframe])
+    sign_in(at)
+    reviewer = _quarantine_table(at)
+    assert list(reviewer["text"]) == ["Refund to <EMAIL> on card <CREDIT_CARD>."]
+
+
+def test_the_client_address_is_the_peer_or_what_a_trusted_proxy_forwarded() -> None:
+    direct = DashboardConfig()
+    forged = {"X-Forwarded-For": "198.51.100.2"}
+    assert auth.client_address(direct, "203.0.113.7", forged) == "203.0.113.7"  # no proxy: the header is ignored
+    assert auth.client_address(direct, "127.0.0.1", forged) is None  # every browser on this host: cannot tell
+    assert auth.client_address(direct, None, {}) is None
+    proxied = DashboardConfig(trusted_proxies=["10.0.0.0/8", "::1/128"])
+    assert auth.client_address(proxied, "10.0.0.5", {"x-forwarded-for": "1.2.3.4, 10.0.0.9"}) == "1.2.3.4"
+    assert auth.client_address(proxied, "10.0.0.5", {"X-Forwarded-For": "forged, 5.6.7.8"}) == "5.6.7.8"
+    assert auth.client_address(proxied, "::1", {"X-Forwarded-For": "2001:db8::7"}) == "2001:db8::7"
+    assert auth.client_address(proxied, "10.0.0.5", {"X-Forwarded-For": "5.6.7.8, not-an-address"}) == "10.0.0.5"
+    assert auth.client_address(proxied, "10.0.0.5", {}) == "10.0.0.5"
+    assert auth.client_address(proxied, "203.0.113.7", {"X-Forwarded-For": "1.2.3.4"}) == "203.0.113.7"
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        DashboardConfig(trusted_proxies=["proxy.example"])
+
+
+def test_limit_keys_are_per_name_and_client_never_one_shared_key() -> None:
+    assert auth.limit_keys(" Ada ", "203.0.113.7") == ["name:ada@203.0.113.7", "client:203.0.113.7"]
+    assert auth.limit_keys("ada", None) == ["name:ada"]
+    limiter = auth.LoginLimiter(max_failures=2, window_s=60)
+    for name in ("mallory", "mallory"):
+        limiter.failed(auth.limit_keys(name, "203.0.113.7"))
+    assert limiter.retry_after(auth.limit_keys("ada", "203.0.113.7")) > 0  # the stranger's own address
+    assert limiter.retry_after(auth.limit_keys("ada", "198.51.100.2")) == 0
+    assert limiter.retry_after(auth.limit_keys("ada", None)) == 0

@@ -85,3 +85,24 @@ def test_import_reads_the_tokenizer_back_and_refuses_a_contradiction(exported, t
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(WeightsError, match="eos_token_id"):
         import_hf(bad, tmp_path / "out")
+
+
+def test_export_refuses_a_folder_holding_files_unless_forced(exported, text_model, tmp_path):
+    """Nothing of a person's folder is overwritten without --force; a file is never a target."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"mine": true}')
+    (tmp_path / "a-file").write_text("keep")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LMFORGE_WORKSPACE", str(text_model.runtime.settings.workspace))
+        refused = CliRunner().invoke(app, ["export-hf", "candidate", str(mine)])
+        on_file = CliRunner().invoke(app, ["export-hf", "candidate", str(tmp_path / "a-file")])
+        assert [p.name for p in mine.iterdir()] == ["config.json"] and "mine" in (mine / "config.json").read_text()
+        forced = CliRunner().invoke(app, ["export-hf", "candidate", str(mine), "--force", "--json"])
+    assert refused.exit_code == 1 and "is not empty (config.json)" in refused.exception.message
+    assert "--force" in refused.exception.hint
+    assert on_file.exit_code == 1 and "is not a folder" in on_file.exception.message
+    assert (tmp_path / "a-file").read_text() == "keep"
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((mine / "config.json").read_text())["model_type"] == "llama"
+    assert sorted(p.name for p in mine.iterdir()) == sorted(p.name for p in exported[0].iterdir())

@@ -117,8 +117,11 @@ def test_training_continues_an_imported_hugging_face_checkpoint(rt, tmp_path):
     result = run_training(rt, source=str(tmp_path / "hf"))
     with rt.metadata.session() as session:
         run = repo.get_run(session, result.run_id)
-        assert run.config["source"].startswith("imported ") and run.config["job"]["continuing"]
-        assert run.summary["step"] == 4 and result.run_id != first.run_id
+        # the checkpoint is registered first (lmforge:v2), and the run continues that version
+        assert run.config["source"] == f"lmforge:v2 (imported {(tmp_path / 'hf').resolve()})"
+        assert run.config["job"]["continuing"] and run.base_model_version_id == repo.get_model_version(
+            session, "lmforge", 2).id
+        assert run.summary["step"] == 4 and result.run_id != first.run_id and result.model_version == "lmforge:v3"
 
 
 def test_resume_from_a_tampered_checkpoint_artifact_fails_naming_the_file(rt):

@@ -7,7 +7,11 @@ import pydoc
 import re
 import tempfile
 import textwrap
+import threading
+import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,3 +140,24 @@ def make_workspace(root: Path, seeds: tuple[int, ...], **serving: object) -> Wor
         assert gate(rt, number, perplexity=50.0) == "promote"
         models[number] = model
     return Workspace(rt, tok, models)
+
+
+@contextmanager
+def serve_endpoint(app: object) -> Iterator[str]:
+    """The ASGI ``app`` served by uvicorn on a free loopback port, in a thread; yields its ``/v1`` base URL."""
+    import uvicorn
+
+    from serving.triton_server import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)

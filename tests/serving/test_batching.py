@@ -120,6 +120,9 @@ def test_a_client_that_went_away_is_treated_as_cancelled(setup):
     ([3], {"max_new_tokens": 65}, "exceeds this server's limit 64"),
     ([3], {"top_p": 0.0}, "top_p"),
     ([3], {"num_beams": 2, "temperature": 0.0}, "beam search"),
+    ([3], {"temperature": 1e-300}, "'temperature' must be between 0.01 and 5.0"),
+    ([3], {"repetition_penalty": 1e-300}, "'repetition_penalty' must be between"),
+    ([3], {"seed": 2**64}, "fit a 64-bit integer"),
 ])
 def test_bad_requests_are_refused_with_the_reason(setup, prompt, params, message):
     b = batcher(setup, slots=1)
@@ -140,6 +143,44 @@ def test_request_parameters_become_sampling_parameters():
         sampling_params({"top_k": 0.5}, 48)
     with pytest.raises(RequestError, match="must be a number"):
         sampling_params({"temperature": "hot"}, 48)
+    assert sampling_params({"temperature": 0}, 48).greedy  # 0 (greedy) lies below the safe range, and is allowed
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"temperature": 1e-300}, "'temperature' must be between 0.01 and 5.0 \\(or 0 for greedy\\), got 1e-300"),
+    ({"temperature": "1e-300"}, "'temperature' must be between"),  # as BLS carries it: text
+    ({"repetition_penalty": 1e-300}, "'repetition_penalty' must be between 0.01 and 100.0"),
+    ({"repetition_penalty": 1e300}, "'repetition_penalty' must be between"),
+    ({"max_tokens": 2**63}, "'max_tokens' must fit a 64-bit integer"),
+    ({"seed": 2**64}, "'seed' must fit a 64-bit integer"),
+])
+def test_sampling_parameters_outside_their_safe_range_are_refused(raw, message):
+    with pytest.raises(RequestError, match=message):
+        sampling_params(raw, 48)
+
+
+def test_a_row_whose_sampling_fails_ends_only_its_own_stream(setup):
+    """Row 0 of every shared step gets NaN logits (what an overflowing temperature made of it): its draw raises,
+    its stream ends with the reason, and the other stream of the batch runs to its end."""
+    tok, _, export, session = setup
+
+    def poisoned(ids, positions, mask, past):
+        logits, present = ort_step(session, ids, positions, mask, past)
+        if len(ids) > 1:
+            logits = logits.copy()
+            logits[0] = float("nan")
+        return logits, present
+
+    b = ContinuousBatcher(poisoned, GraphShape.from_model_config(export.config), max_slots=2, eos_id=None,
+                          max_tokens_limit=64)
+    bad, good = Collector(), Collector()
+    b.submit(bad.request(tok.encode(TEXTS[0]), max_new_tokens=30, temperature=1.0, seed=1))
+    b.submit(good.request(tok.encode(TEXTS[1]), max_new_tokens=30, temperature=1.0, seed=2))
+    b.start()  # both wait in the queue before the scheduler starts: they are prefilled as one batch
+    assert bad.done.wait(30) and good.done.wait(30)
+    b.close()
+    assert bad.reason[0] == "error" and "sampling the next token failed" in bad.reason[1] and bad.tokens == []
+    assert good.reason == ("length", None) and len(good.tokens) == 30
 
 
 def test_closing_ends_the_running_and_the_queued_streams_with_an_error_and_refuses_new_ones(setup):

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import httpx
 import pytest
-import uvicorn
-from serving_helpers import PROMPTS, greedy_reference
+from serving_helpers import PROMPTS, greedy_reference, serve_endpoint
 
 from serving.openai_api import Backend, ChatMessage, chat_prompt, create_app
-from serving.triton_server import free_port
 from tasks.publish.publish import repository_path
 
 openai = pytest.importorskip("openai")
@@ -20,18 +15,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def api(served):
-    rt = served.workspace.runtime
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Backend(served.grpc, repository_path(rt), "lmforge")),
-                                           host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
+    with serve_endpoint(create_app(Backend(served.grpc, repository_path(served.workspace.runtime), "lmforge"))) as url:
+        yield url
 
 
 def expected_text(served, prompt, n):
