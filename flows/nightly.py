@@ -6,6 +6,11 @@ evaluated as the first champion) -> continual training from production -> evalua
 review -> export -> verify in a throw-away Triton -> publish to the Triton repository -> load it in the
 serving Triton.
 
+A night that finds the training of the latest dataset version cut off (its process killed, or stopped with
+Ctrl-C) finishes that one instead of ingesting: it resumes it from its last checkpoint and takes its model
+through the rest of the night; the next drop waits for the next night, so no later model continues from a
+champion that missed a dataset version.
+
 Each step is a task with retries on transient failures, a timeout and a cache key from its inputs, so a
 retry of a crashed run skips the finished steps and resumes training from its checkpoint. Review pauses
 (local run) or suspends (deployed run) the flow; both are the same step (`flows.review`).
@@ -76,11 +81,19 @@ def nightly_retrain(source: str | None = None, train_steps: int | None = None, p
         if later is not None:
             return _summary("superseded", f"a later night ({later}) is due; catch-up policy runs only the latest",
                             superseded_by=later)
-        ingest = steps.ingest_step(rt, source)
-        fields: dict[str, Any] = {"ingest": {k: ingest.get(k) for k in INGEST_FIELDS}}
-        dataset = steps.dataset_to_train(rt, ingest)
-        if dataset is None:
-            return _summary("nothing_new", ingest["message"], **fields)
+        fields: dict[str, Any] = {}
+        interrupted = steps.interrupted_training_task(rt)
+        if interrupted is not None:  # a crashed night's training comes first; the next drop waits a night
+            get_run_logger().info("resuming the interrupted training %s of %s (it was %s) before ingesting",
+                                  interrupted["run_id"], interrupted["dataset_version"], interrupted["was"])
+            fields["resumed_training"] = interrupted
+            dataset = interrupted["dataset_version"]
+        else:
+            ingest = steps.ingest_step(rt, source)
+            fields["ingest"] = {k: ingest.get(k) for k in INGEST_FIELDS}
+            dataset = steps.dataset_to_train(rt, ingest)
+            if dataset is None:
+                return _summary("nothing_new", ingest["message"], **fields)
         base = steps.base_model_step(rt, dataset)
         if base is not None:
             fields |= {"base_model": base}

@@ -5,14 +5,17 @@ process exits and frees the worker; the review action resumes it, the flow runs 
 finished tasks return their persisted results, and ``suspend_flow_run`` (same key) returns the decision.
 Prefect refuses to suspend a run without a deployment, hence the two ways.
 
-A run on Prefect's temporary local API (``lmforge nightly`` with no ``PREFECT_API_URL``) cannot be reached by
-another process, so no one could resume it: it waits on the metadata store instead, where the dashboard and
-``lmforge review`` record the decision (``decision_in_store``), polling every ``poll_interval_s``.
+A run on a temporary local API (``lmforge nightly`` with no ``PREFECT_API_URL``: flows/temporary_server.py, or
+Prefect's own) cannot be reached by another process, so no one could resume it: it waits on the metadata
+store instead, where the dashboard and ``lmforge review`` record the decision (``decision_in_store``),
+polling every ``poll_interval_s``.
 
 A suspended run has no process to time out in: before it suspends it schedules a run of the
 ``review-deadline`` deployment at its deadline, which applies the configured default if nobody has decided
 and resumes it; the suspension itself lasts ``DEADLINE_GRACE_S`` longer, so the run is still there to resume.
-Without that deployment the run says so, and times out unresumed (Prefect fails it).
+Without that deployment the run says so, and times out unresumed (Prefect fails it). A paused run does the
+same from a thread of its own process (``_pause``): a pause that Prefect lets time out is failed by the
+server ("paused and never resumed") even though the run goes on to publish.
 
 Whichever way the decision arrives, the flow then makes sure it is in the store: the CLI and the dashboard
 record before they resume; a resume through Prefect's UI or API records nothing, so the flow records it
@@ -21,6 +24,8 @@ record before they resume; a resume through Prefect's UI or API records nothing,
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,9 +39,11 @@ from prefect.runtime import deployment, flow_run
 from prefect.settings import PREFECT_API_URL
 
 from flows.support import open_flow_runtime
+from flows.temporary_server import is_temporary_api
 from lmforge_core.runtime import Runtime
 from tasks.review.run_input import ReviewInput
 from tasks.review.waiting import (
+    TIMEOUT_REVIEWER,
     apply_default_at_deadline,
     decision_in_store,
     open_request,
@@ -46,6 +53,7 @@ from tasks.review.waiting import (
 
 DEADLINE_DEPLOYMENT = "review-deadline/review-deadline"
 DEADLINE_GRACE_S = 600  # the suspension outlasts the deadline run's start (a worker's poll, a process start)
+PAUSE_GRACE_S = 120  # the pause outlasts the deadline thread's default and resume
 
 open_request_task = task(open_request, name="open-review-request", cache_policy=NO_CACHE, retries=2,
                          retry_delay_seconds=[2, 8])
@@ -103,14 +111,46 @@ def _wait_in_store(rt: Runtime, request_id: int, timeout_s: int, poll_s: int) ->
     raise FlowPauseTimeout(f"no review of request {request_id} within {timeout_s} s")
 
 
+def _pause(rt: Runtime, request_id: int, timeout_s: int, poll_s: int, key: str) -> ReviewInput:
+    """Pause the run (its process keeps waiting) until a reviewer resumes it; at the deadline a thread of this
+    process applies the configured default and resumes the run with it, as the deadline run does for a
+    suspended one. The pause itself lasts ``PAUSE_GRACE_S`` longer: Prefect's server fails a run whose pause
+    times out ("The flow was paused and never resumed"), and a night that goes on to publish must never read
+    Failed. Only if that resume fails does the pause time out (FlowPauseTimeout; the caller applies the
+    default)."""
+    decided = threading.Event()
+    default = rt.settings.orchestration.review.default
+
+    def at_deadline() -> None:
+        if decided.wait(timeout_s):
+            return
+        try:  # a plain call, not a task: the run is paused, and Prefect would not start a task in it
+            apply_default_at_deadline(rt, request_id, default, timeout_s)
+        except Exception as exc:  # the pause then times out, and the caller applies the default
+            get_run_logger().warning("could not apply the review default at the deadline: %s: %s",
+                                     type(exc).__name__, exc)
+
+    context = contextvars.copy_context()  # the flow run's Prefect settings and run context, in the thread
+    timer = threading.Thread(target=context.run, args=(at_deadline,), name=f"review-deadline-{request_id}",
+                             daemon=True)
+    timer.start()
+    try:
+        return pause_flow_run(wait_for_input=ReviewInput, timeout=timeout_s + PAUSE_GRACE_S, poll_interval=poll_s,
+                              key=key)
+    finally:
+        decided.set()
+        timer.join(timeout=60)
+
+
 def _wait(rt: Runtime, request_id: int, timeout_s: int, poll_s: int) -> ReviewInput:
     key = f"review-{request_id}"
     if deployment.id is not None:
         grace = DEADLINE_GRACE_S if _schedule_deadline(rt, request_id, timeout_s) else 0
         return suspend_flow_run(wait_for_input=ReviewInput, timeout=timeout_s + grace, key=key)
-    if not PREFECT_API_URL.value():
+    api_url = PREFECT_API_URL.value()
+    if not api_url or is_temporary_api(api_url):
         return _wait_in_store(rt, request_id, timeout_s, poll_s)
-    return pause_flow_run(wait_for_input=ReviewInput, timeout=timeout_s, poll_interval=poll_s, key=key)
+    return _pause(rt, request_id, timeout_s, poll_s, key)
 
 
 def review_step(rt: Runtime, model_version: str, reason: str) -> dict[str, Any]:
@@ -127,7 +167,9 @@ def review_step(rt: Runtime, model_version: str, reason: str) -> dict[str, Any]:
         logger.warning("review of %s timed out: %s", request["model"], decided["comment"])
         return decided | {"request_id": request["request_id"], "timed_out": True}
     recorded = record_received_task(rt, int(request["request_id"]), answer.decision, answer.reviewer, answer.comment)
+    timed_out = answer.reviewer == TIMEOUT_REVIEWER  # the default, applied at the deadline and resumed with
     logger.info("review of %s: %s by %s (%s)", request["model"], answer.decision, answer.reviewer,
-                "received through Prefect; recorded by this run" if recorded else "recorded by the reviewer's tool")
+                "received through Prefect; recorded by this run" if recorded
+                else answer.comment if timed_out else "recorded by the reviewer's tool")
     return {"decision": answer.decision, "reviewer": answer.reviewer, "comment": answer.comment,
-            "request_id": request["request_id"], "timed_out": False, "recorded_by_flow": recorded}
+            "request_id": request["request_id"], "timed_out": timed_out, "recorded_by_flow": recorded}

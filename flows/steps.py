@@ -17,7 +17,7 @@ from tasks.ingest.ingest_lock import ingest_lock
 from tasks.ingest.pipeline import accept_batch, nothing_new
 from tasks.prefect_policy import cache_key_from, retry_options, retry_when_transient_or
 from tasks.train.run import TrainingProcessError
-from tasks.train.task import train_dataset_task, untrained_dataset_task
+from tasks.train.task import interrupted_training, train_dataset_task, untrained_dataset_task
 
 
 class QualityGateFailed(RuntimeError):
@@ -54,6 +54,12 @@ ingest_night_task = task(_ingest_steps, name="ingest-night", persist_result=True
 # superseded by the nights that came while it waited.
 catch_up_task = task(catch_up, name="catch-up-policy", persist_result=True,
                      cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key_from(per_run=True)))
+
+
+# Whether a crashed night left a training to finish, once per flow run (persisted): a resumed (suspended)
+# run keeps the night it started as, and does not ingest a drop half-way through.
+interrupted_training_task = task(interrupted_training, name="interrupted-training", persist_result=True,
+                                 cache_policy=CacheKeyFnPolicy(cache_key_fn=cache_key_from(per_run=True)))
 
 
 def ingest_step(rt: Runtime, source: str | None) -> dict[str, Any]:

@@ -163,6 +163,7 @@ DISTRIBUTED_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_P
 class PrefectServer:
     api_url: str
     env: dict[str, str]  # what a client or worker process needs to talk to this server
+    log: Path  # the server's output (its services' errors)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
@@ -201,6 +202,8 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
         # a night waiting for the deployment's one slot retries after 3 s, not 30 (tests queue several nights).
         "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "3",
+        # the scheduler looks for deployments to schedule every 5 s, not 60 (the schedule tests wait for it).
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}",
     }
     log = home / "server.log"
@@ -212,7 +215,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefect
                                     start_new_session=True)
         try:
             _wait_healthy(api_url, proc, log, timeout=180)
-            yield PrefectServer(api_url, env)
+            yield PrefectServer(api_url, env, log)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             try:

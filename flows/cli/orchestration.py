@@ -3,6 +3,7 @@ deployment) and ``lmforge trigger`` (one run of a deployment, keyed by the data 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -32,6 +33,10 @@ def _render_night(c: Console, night: dict[str, Any]) -> None:
     colour = {"published": "green", "failed": "red", "rejected": "red", "review_rejected": "red"}.get(
         night["status"], "yellow")
     c.print(f"[bold]night {night.get('night', 1)}[/]: [{colour}]{night['status']}[/] — {night['message']}")
+    resumed = night.get("resumed_training")
+    if resumed:
+        c.print(f"  resumed the interrupted training {resumed['run_id']} of {resumed['dataset_version']} "
+                "(nothing new ingested this night)")
     ingest = night.get("ingest") or {}
     if ingest.get("records_read"):
         rejected = ", ".join(f"{k} {v}" for k, v in sorted((ingest.get("rejected") or {}).items())) or "none"
@@ -63,36 +68,39 @@ def _render_nights(c: Console, d: dict[str, Any]) -> None:
 
 
 def run_nights(source: str | None, days: int, train_steps: int | None) -> list[dict[str, Any]]:
-    """Run ``nightly_retrain`` ``days`` times in this process on Prefect's temporary local API (unless
-    PREFECT_API_URL names a server); a failed night ends the series with its error."""
-    from prefect.settings import (
-        PREFECT_LOCAL_STORAGE_PATH,
-        PREFECT_SERVER_DATABASE_CONNECTION_URL,
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        temporary_settings,
-    )
+    """Run ``nightly_retrain`` ``days`` times in this process, on the workspace's temporary Prefect server
+    (flows/temporary_server.py) unless PREFECT_API_URL names a server; a failed night ends the series with
+    its error."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
-    from flows.nightly import nightly_retrain
+    from flows.temporary_server import temporary_server
 
     workspace = settings().workspace
     workspace.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # the temporary server sends no telemetry
     storage = settings().orchestration.result_storage or str(workspace / "prefect-results")
+    with contextlib.ExitStack() as stack:
+        updates: dict[Any, Any] = {PREFECT_LOCAL_STORAGE_PATH: storage}
+        if not PREFECT_API_URL.value():
+            # the temporary server keeps its database in the workspace, not in the shared ~/.prefect.
+            updates[PREFECT_API_URL] = stack.enter_context(
+                temporary_server(workspace, f"sqlite+aiosqlite:///{workspace / 'prefect.db'}"))
+        stack.enter_context(temporary_settings(updates=updates))
+        return _nights(source, days, train_steps)
+
+
+def _nights(source: str | None, days: int, train_steps: int | None) -> list[dict[str, Any]]:
+    from flows.nightly import nightly_retrain
+
     nights: list[dict[str, Any]] = []
-    # the temporary API server takes ~20 s to start on a loaded 2-core machine: Prefect's default is 20 s.
-    # the temporary server keeps its database in the workspace, not in the shared ~/.prefect.
-    with temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: storage,
-                                     PREFECT_SERVER_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{workspace / 'prefect.db'}",
-                                     PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}):
-        for night in range(1, days + 1):
-            state = nightly_retrain(source=source, train_steps=train_steps, config=_config_arg(), return_state=True)
-            if not state.is_completed():
-                try:
-                    state.result()
-                except Exception as exc:  # the flow's own failure, named
-                    nights.append({"night": night, "status": "failed", "message": f"{type(exc).__name__}: {exc}"})
-                break
-            nights.append({"night": night} | state.result())
+    for night in range(1, days + 1):
+        state = nightly_retrain(source=source, train_steps=train_steps, config=_config_arg(), return_state=True)
+        if not state.is_completed():
+            try:
+                state.result()
+            except Exception as exc:  # the flow's own failure, named
+                nights.append({"night": night, "status": "failed", "message": f"{type(exc).__name__}: {exc}"})
+            break
+        nights.append({"night": night} | state.result())
     return nights
 
 

@@ -42,10 +42,15 @@ def _register_triton(app: typer.Typer) -> None:
 
         rt = runtime()
         state = read_state(server_dir(rt))
-        if state is not None and is_ready(state):
-            raise CliError(f"a Triton server already runs (pid {state.pid}, gRPC {state.grpc_url})", "`lmforge triton down` first")
         try:
             repo = model_repository(rt)
+            if state is not None and is_ready(state):
+                # already served: say so and succeed (a second `up` is not an error); another repository is.
+                if state.repository != _location(repo.triton_path):
+                    raise CliError(f"a Triton server already runs on {state.repository} (pid {state.pid}, gRPC "
+                                   f"{state.grpc_url}), not on {repo.uri}", "`lmforge triton down` first")
+                emit(dataclasses.asdict(state) | {"already_running": True}, as_json, _render_up)
+                return
             published = repo.published_versions()
         except (PublishError, RepositoryError) as exc:
             raise CliError(str(exc), "check serving.repository and the S3 credentials") from exc
@@ -56,9 +61,7 @@ def _register_triton(app: typer.Typer) -> None:
             state = start_server(repo.triton_path, server_dir(rt), load=list(MODELS), ports=ports)  # type: ignore[arg-type]
         except TritonServerError as exc:
             raise CliError(str(exc), "see the log named above") from exc
-        emit(dataclasses.asdict(state), as_json, lambda c, d: c.print(
-            f"[green]Triton ready[/] pid {d['pid']}: HTTP 127.0.0.1:{d['http_port']}, gRPC 127.0.0.1:{d['grpc_port']}, "
-            f"metrics http://127.0.0.1:{d['metrics_port']}/metrics\n  repository {d['repository']}\n  log {d['log_file']}"))
+        emit(dataclasses.asdict(state) | {"already_running": False}, as_json, _render_up)
 
     @triton.command("down")
     def down(as_json: JsonFlag = False) -> None:
@@ -80,6 +83,19 @@ def _register_triton(app: typer.Typer) -> None:
         emit(data, as_json, _render_status)
         if not data.get("ready"):
             raise typer.Exit(code=1)
+
+
+def _location(repository: Any) -> str:
+    """Where a Triton server reads ``repository``, as its recorded state names it (an absolute folder or s3://)."""
+    from pathlib import Path
+
+    return str(repository) if str(repository).startswith("s3://") else str(Path(repository).absolute())
+
+
+def _render_up(c: Console, d: dict[str, Any]) -> None:
+    c.print(f"[green]Triton {'already runs' if d['already_running'] else 'ready'}[/] pid {d['pid']}: "
+            f"HTTP 127.0.0.1:{d['http_port']}, gRPC 127.0.0.1:{d['grpc_port']}, "
+            f"metrics http://127.0.0.1:{d['metrics_port']}/metrics\n  repository {d['repository']}\n  log {d['log_file']}")
 
 
 def _render_status(c: Console, d: dict[str, Any]) -> None:

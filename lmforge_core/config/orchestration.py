@@ -47,8 +47,12 @@ class OrchestrationConfig(BaseModel):
     # Prefect global concurrency limit held by every training: one slot, so two never run at once.
     training_limit: str = "lmforge-training"
     training_slots: int = Field(1, ge=1)
-    # how long a training waits for the slot before its task fails (None: forever).
-    training_slot_timeout_s: float | None = Field(None, gt=0)
+    # how long a training waits for the slot before its night fails, naming the limit (never forever: a
+    # slot nobody frees must not hold every later night).
+    training_slot_timeout_s: float = Field(6 * 3600, gt=0)
+    # a training's slot is a Prefect lease its process renews (every 3/4 of this); when the process dies
+    # (killed, its machine lost), the server frees the slot at most this long after (Prefect's minimum: 60 s).
+    training_lease_s: float = Field(120, ge=60, le=24 * 3600)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)

@@ -7,6 +7,9 @@ never commits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -48,6 +51,22 @@ def latest_untrained_dataset(session: Session) -> DatasetVersion | None:
     if latest is None or succeeded_run_for_dataset(session, latest.id) is not None:
         return None
     return latest
+
+
+def cut_off_training(session: Session, owner_alive: Callable[[dict[str, Any] | None], bool | None]) -> TrainingRun | None:
+    """The latest run on the latest untrained dataset version when it was cut off rather than failed: stopped
+    by Ctrl-C (INTERRUPTED), or left RUNNING by a process that is gone (``owner_alive`` of its recorded
+    ``owner`` is False; None, "cannot tell here", counts as alive). None otherwise."""
+    latest = latest_untrained_dataset(session)
+    if latest is None:
+        return None
+    run = session.scalars(select(TrainingRun).where(TrainingRun.dataset_version_id == latest.id)
+                          .order_by(TrainingRun.id.desc()).limit(1)).first()
+    if run is None or run.status not in (RunStatus.INTERRUPTED, RunStatus.RUNNING):
+        return None
+    if run.status is RunStatus.RUNNING and owner_alive((run.config or {}).get("owner")) is not False:
+        return None
+    return run
 
 
 def model_version_of_run(session: Session, run_pk: int) -> ModelVersion | None:

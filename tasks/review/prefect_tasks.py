@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from lmforge_core.metadata import repository as repo
 from lmforge_core.runtime import Runtime
 from tasks.review.actions import promote
 
 
-@task(name="promote", retries=0, timeout_seconds=300)
+# NO_CACHE: Prefect's default cache key hashes the inputs, and a Runtime (its MetadataStore) cannot be hashed:
+# it logged an ERROR with a traceback in every published night (issue 21). The task is idempotent by itself.
+@task(name="promote", retries=0, timeout_seconds=300, cache_policy=NO_CACHE)
 def promote_task(runtime: Runtime, model_version: str, reason: str, actor: str = "lmforge:nightly") -> dict[str, Any]:
     """Make the night's approved candidate the ``production`` model (the champion the next night continues
     from and is compared with). A re-run after a crash finds it already production and changes nothing."""

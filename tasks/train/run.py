@@ -31,6 +31,7 @@ from lmforge_core.config.train import TrainConfig
 from lmforge_core.fileio import sha256_file
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.models import RunStatus
+from lmforge_core.processes import process_identity
 from lmforge_core.runtime import Runtime
 from model import checkpointing as ckpt
 from model.adapters import ADAPTER_DIR
@@ -300,7 +301,7 @@ def run_training(runtime: Runtime, *, dataset: str | None = None, steps: int | N
     requested, dataset_pk, earlier = _datasets(runtime, dataset)
     cache = settings.workspace / "cache"
     with runtime.metadata.session() as session:
-        run = repo.create_run(session, config={}, dataset_version_id=dataset_pk)
+        run = repo.create_run(session, config={"owner": process_identity()}, dataset_version_id=dataset_pk)
         run_id, run_pk = run.run_id, run.id
     run_dir = settings.workspace / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -325,8 +326,8 @@ def run_training(runtime: Runtime, *, dataset: str | None = None, steps: int | N
     with runtime.metadata.session() as session:
         record = repo.get_run(session, run_id)
         record.base_model_version_id = base_id
-        record.config = {"job": job.to_dict(), "source": described, "processes": cfg.processes,
-                         "replay_plan": plan.to_dict()}
+        record.config = {"owner": process_identity(), "job": job.to_dict(), "source": described,
+                         "processes": cfg.processes, "replay_plan": plan.to_dict()}
     return _run(runtime, job, run_id, run_pk, base_id, cfg.processes, progress)
 
 
@@ -371,7 +372,7 @@ def resume_training(runtime: Runtime, run_id: str, *, processes: int | None = No
         if old.status == RunStatus.RUNNING:  # it was killed: nothing recorded its end
             repo.finish_run(session, run_id, status=RunStatus.INTERRUPTED, error="ended without a record; resumed",
                             summary=old.summary)
-        new = repo.create_run(session, config={}, dataset_version_id=old.dataset_version_id,
+        new = repo.create_run(session, config={"owner": process_identity()}, dataset_version_id=old.dataset_version_id,
                               base_model_version_id=base_id, resumed_from_id=old.id)
         new_id, new_pk = new.run_id, new.id
     tag = Path(last_key).parent.name
@@ -382,5 +383,6 @@ def resume_training(runtime: Runtime, run_id: str, *, processes: int | None = No
         _restore_run_folder(runtime, run_id, tag, job)
     with runtime.metadata.session() as session:
         record = repo.get_run(session, new_id)
-        record.config = {"job": job.to_dict(), "source": f"resumed {run_id} at {tag}", "processes": procs}
+        record.config = {"owner": process_identity(), "job": job.to_dict(), "source": f"resumed {run_id} at {tag}",
+                         "processes": procs}
     return _run(runtime, job, new_id, new_pk, base_id, procs, progress, resumed_key=last_key)

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,14 @@ def cli(env: dict[str, str], *args: str) -> dict[str, Any]:
     return json.loads(done.stdout)
 
 
-def api(api_url: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """GET ``path`` (POST ``body`` when given) on the server's REST API."""
+def api(api_url: str, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
+    """GET ``path`` (POST ``body`` when given, or ``method``) on the server's REST API; None for no content."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{api_url}{path}", data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(f"{api_url}{path}", data=data, headers={"Content-Type": "application/json"},
+                                     method=method)
     with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+        content = response.read()
+    return json.loads(content) if content else None
 
 
 def wait_for(api_url: str, path: str, timeout: float) -> Any:
@@ -53,6 +56,20 @@ def wait_state(api_url: str, flow_run_id: str, types: set[str], timeout: float) 
             return run
         time.sleep(2)
     raise AssertionError(f"flow run {flow_run_id} did not reach {types} within {timeout:.0f} s: {run['state']}")
+
+
+def scheduled_runs(api_url: str, deployment_id: str, timeout: float) -> list[dict[str, Any]]:
+    """The deployment's SCHEDULED flow runs due after now, once its schedule has created any (Prefect's
+    scheduler service does, every PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = datetime.now(UTC).isoformat()
+        runs = api(api_url, "/flow_runs/filter", {
+            "deployments": {"id": {"any_": [deployment_id]}},
+            "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}, "expected_start_time": {"after_": now}}})
+        if runs or time.monotonic() > deadline:
+            return runs
+        time.sleep(2)
 
 
 def task_names(api_url: str, flow_run_id: str) -> set[str]:

@@ -11,19 +11,25 @@ import os
 import signal
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 from moto.server import ThreadedMotoServer
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.concurrency.sync import concurrency
 
 from flows.ingest import ingest
 from flows.nightly import nightly_retrain
 from flows.steps import QualityGateFailed
+from flows.support import ensure_training_limit
 from flows.train import train
+from lmforge_core.config.orchestration import OrchestrationConfig
 from lmforge_core.metadata import repository as repo
 from lmforge_core.metadata.models import BatchStatus, ModelVersion, RunStatus, TrainingRun
+from lmforge_core.settings import load_settings
+from tasks.train.task import TrainingSlotTimeout
 
 
 def _task_runs(flow_run_id: str, name: str) -> list:
@@ -109,6 +115,27 @@ def test_two_trainings_started_together_never_overlap(prefect_harness, night_con
             spans.append((run.started_at, run.ended_at))
     first, second = sorted(spans)
     assert first[1] <= second[0], f"trainings overlapped: {spans}"
+
+
+def test_a_training_whose_slot_never_frees_fails_at_its_deadline_naming_the_limit(
+        prefect_harness, night_config, open_config, prose_source) -> None:
+    # issue 21: the wait for the slot had no deadline, so a slot nobody freed held every later night forever
+    assert OrchestrationConfig().training_slot_timeout_s == 6 * 3600
+    limit = f"lmforge-training-{uuid.uuid4().hex[:8]}"  # this test's own limit: the session's server is shared
+    config = night_config(orchestration={"training_limit": limit, "training_slot_timeout_s": 3})
+    assert ingest(source=prose_source(), config=str(config))["status"] == "accepted"
+    ensure_training_limit(load_settings(config).orchestration)
+
+    with concurrency(limit, occupy=1, strict=True):  # another training holds the only slot throughout
+        state = train(config=str(config), return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(TrainingSlotTimeout, match=rf"no slot of concurrency limit '{limit}' became free within 3 s"):
+        state.result()
+    attempts = _task_runs(str(state.state_details.flow_run_id), "train-dataset")
+    assert [r.run_count for r in attempts] == [1]  # the wait was the retry: not waited for again
+    with open_config(config).metadata.session() as session:
+        assert session.query(TrainingRun).count() == 0
 
 
 def _launcher_pids(run_dir: Path) -> list[int]:

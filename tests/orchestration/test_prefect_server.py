@@ -7,7 +7,9 @@ shared by this module's tests:
   exits), is approved with `lmforge review approve`, resumes and publishes;
 - a night that suspends and is rejected with `lmforge review reject`: it publishes nothing.
 
-The catch-up test comes first: a later run of the deployment (the review nights) would supersede its nights.
+The schedule test comes first: it checks that Prefect's scheduler creates the 02:00 nights, then turns the
+schedule off so that no real night starts while the other tests run (a CI run may cross 02:00 Berlin). The
+catch-up test comes next: a later run of the deployment (the review nights) would supersede its nights.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
-from prefect_api import PROJECT, TERMINAL, api, cli, task_names, wait_state
+from prefect_api import PROJECT, TERMINAL, api, cli, scheduled_runs, task_names, wait_state
 
 from flows.review import deadline_key
 from lmforge_core.metadata import repository as repo
@@ -54,6 +57,7 @@ class DeployedNightly:
     config: Path  # the worker's configuration: review required, Europe/Berlin
     deployed: dict[str, Any]  # what `lmforge deploy` printed
     worker_log: Path
+    server_log: Path
 
     def completed(self, flow_run_id: str, timeout: float = 900) -> dict[str, Any]:
         run = wait_state(self.api_url, flow_run_id, TERMINAL, timeout)
@@ -96,7 +100,7 @@ def nightly(prefect_server, module_night_config: Callable[..., Path],
                                    "--type", "process", "--limit", "1"], cwd=PROJECT, env=env, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        yield DeployedNightly(prefect_server.api_url, env, config, deployed, log)
+        yield DeployedNightly(prefect_server.api_url, env, config, deployed, log, prefect_server.log)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
@@ -122,6 +126,31 @@ def _superseded_events(rt: Runtime) -> list[dict[str, Any]]:
     with rt.metadata.session() as session:
         return [{"target": e.target, **e.details} for e in reviews.audit_events(session)
                 if e.action == "night.superseded"]
+
+
+def test_the_deployed_02_00_schedule_creates_the_nights_it_will_run(nightly) -> None:
+    # issue 21: with SQLAlchemy 2.1 Prefect 3.8.8's scheduler failed on every loop ("Can't evaluate bulk DML
+    # statement"): the schedule showed active and no night was ever scheduled.
+    deployment = api(nightly.api_url, f"/deployments/name/{NIGHTLY}")
+    (schedule,) = deployment["schedules"]
+    assert schedule["active"]
+    started = datetime.now(UTC)
+    runs = scheduled_runs(nightly.api_url, deployment["id"], timeout=120)
+    server_log = nightly.server_log.read_text(errors="replace")
+    assert runs, f"no night scheduled within {(datetime.now(UTC) - started).seconds} s: {server_log[-3000:]}"
+    berlin = ZoneInfo("Europe/Berlin")
+    starts = sorted(datetime.fromisoformat(r["expected_start_time"]).astimezone(berlin) for r in runs)
+    assert all((s.hour, s.minute) == (2, 0) for s in starts), starts
+    assert starts[0] - started < timedelta(days=1, minutes=1), starts  # the next 02:00 is among them
+    assert "Can't evaluate bulk DML" not in server_log
+
+    # no real night (the next sample drop) may start in this module's workspace while the tests run
+    api(nightly.api_url, f"/deployments/{deployment['id']}/schedules/{schedule['id']}", {"active": False},
+        method="PATCH")
+    deadline = time.monotonic() + 30
+    while scheduled_runs(nightly.api_url, deployment["id"], timeout=0) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert scheduled_runs(nightly.api_url, deployment["id"], timeout=0) == []
 
 
 def test_missed_nights_run_only_the_latest_and_all_of_them_when_configured(

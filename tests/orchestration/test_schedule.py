@@ -43,7 +43,9 @@ def _until_idle(pid: int, timeout: float = 60) -> None:
 @pytest.mark.parametrize("stop", [signal.SIGTERM], ids=["SIGTERM"])
 def test_lmforge_schedule_serves_the_nightly_runs_a_night_and_stops_cleanly(
         prefect_server, night_config, tmp_path: Path, stop: signal.Signals) -> None:
-    config = night_config(orchestration={"timezone": "America/New_York"})
+    # a cron of its own that fires on 29 February only: the scheduler (it runs on this server) must never start a
+    # real night of the served deployment while the test runs, as a CI run crossing 02:00 New York could.
+    config = night_config(orchestration={"timezone": "America/New_York", "nightly_cron": "0 2 29 2 *"})
     (tmp_path / "empty").mkdir()  # a night with nothing to ingest: the served flow, in seconds
     env = prefect_server.env | {"LMFORGE_CONFIG": str(config), "PYTHONPATH": str(PROJECT),
                                 "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
@@ -54,7 +56,7 @@ def test_lmforge_schedule_serves_the_nightly_runs_a_night_and_stops_cleanly(
     try:
         deployment = wait_for(prefect_server.api_url, f"/deployments/name/nightly-retrain/{name}", 180)
         (schedule,) = deployment["schedules"]
-        assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("0 2 * * *", "America/New_York")
+        assert (schedule["schedule"]["cron"], schedule["schedule"]["timezone"]) == ("0 2 29 2 *", "America/New_York")
         assert schedule["active"] and deployment["work_pool_name"] is None  # served by the process, not a pool
         assert deployment["parameters"] == {"config": str(config.resolve())}
 

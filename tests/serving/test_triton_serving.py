@@ -145,6 +145,20 @@ def test_the_text_entry_and_the_cli_generate_the_model_text(served, client, monk
     assert status.exit_code == 0 and '"ready": true' in status.output and '"metrics_ok": true' in status.output
 
 
+def test_triton_up_on_the_repository_it_already_serves_reports_the_running_server(served, monkeypatch):
+    # issue 21: a second `lmforge triton up` (as `make run` may start it) failed with "already runs"
+    monkeypatch.setenv("LMFORGE_WORKSPACE", str(served.workspace.runtime.settings.workspace))
+    out = CliRunner().invoke(app, ["triton", "up", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["already_running"] is True and (data["pid"], data["grpc_port"]) == (served.state.pid,
+                                                                                     served.state.grpc_port)
+    plain = CliRunner().invoke(app, ["triton", "up"])
+    assert plain.exit_code == 0 and f"Triton already runs pid {served.state.pid}" in plain.output, plain.output
+    status = CliRunner().invoke(app, ["triton", "status", "--json"])  # the same server, still ready
+    assert status.exit_code == 0 and json.loads(status.output)["pid"] == served.state.pid
+
+
 def test_loadtest_reports_every_request(served):
     prompts = [encode(served, t) for t in PROMPTS[:4]]
     report = run_load(served.grpc, prompts, concurrency=4, requests=8, max_tokens=8)
