@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench_train import BETAS, CLIP, WD, _read, _rss_mib
+from bench_train import BETAS, CLIP, WD, _read, _rss_mib, engine_step
 
 LR = 1e-4
 RANK, ALPHA, DROPOUT = 8, 16.0, 0.05
@@ -84,12 +84,10 @@ def _hf_step(variant: str, folder: Path) -> tuple[Callable, float, int]:
 
 
 def _our_step(variant: str, folder: Path, batch: int) -> tuple[Callable, float, int]:
-    import torch
 
     from lmforge_core.config.train import TrainConfig
     from model.adapters import apply_lora
-    from model.continual import TrainModule
-    from model.engine import create_engine, init_distributed, init_single_process
+    from model.engine import init_distributed, init_single_process
     from model.weights import load_model
 
     init_single_process()
@@ -102,15 +100,7 @@ def _our_step(variant: str, folder: Path, batch: int) -> tuple[Callable, float, 
                        precision="fp32")
     if tcfg.method == "lora":
         apply_lora(model, tcfg)
-    engine = create_engine(TrainModule(model), tcfg, world=1, continuing=False)
-
-    def step(w: torch.Tensor) -> float:
-        loss = engine(w[:, :-1], w[:, 1:])
-        engine.backward(loss)
-        engine.step()
-        return float(loss)
-
-    return step, base, sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return engine_step(model, tcfg), base, sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def worker(variant: str, folder: Path, steps: int, batch: int, seq: int, warmup: int) -> None:

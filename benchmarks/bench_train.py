@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 BETAS, LR, WD, CLIP = (0.9, 0.95), 3e-4, 0.1, 1.0
 
@@ -97,8 +98,7 @@ def _build(variant: str, name: str, batch: int, seq: int, dev: str) -> tuple[Cal
         return plain_step, base, cfg
 
     from lmforge_core.config.train import TrainConfig
-    from model.continual import TrainModule
-    from model.engine import create_engine, init_distributed, init_single_process
+    from model.engine import init_distributed, init_single_process
     from model.network import build_model
 
     init_single_process()
@@ -111,15 +111,23 @@ def _build(variant: str, name: str, batch: int, seq: int, dev: str) -> tuple[Cal
     tcfg = TrainConfig(global_batch=batch, micro_batch=batch, lr=LR, beta1=BETAS[0], beta2=BETAS[1],
                        weight_decay=WD, warmup_steps=0, steps=10**6, grad_clip=CLIP,
                        precision="bf16" if on_gpu else "fp32")
+    return engine_step(model, tcfg), base, cfg
+
+
+def engine_step(model: Any, tcfg: Any) -> Callable[[Any], float]:
+    """One optimizer step of our DeepSpeed engine on a batch of windows (next-token targets); returns the loss."""
+    from model.continual import TrainModule
+    from model.engine import create_engine
+
     engine = create_engine(TrainModule(model), tcfg, world=1, continuing=False)
 
-    def step(w: torch.Tensor) -> float:
+    def step(w: Any) -> float:
         loss = engine(w[:, :-1], w[:, 1:])
         engine.backward(loss)
         engine.step()
         return float(loss)
 
-    return step, base, cfg
+    return step
 
 
 def _sync(dev: str) -> None:
